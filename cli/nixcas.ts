@@ -1,0 +1,46 @@
+#!/usr/bin/env -S node
+// The `nixcas` command: a thin dispatcher. Each sub-command lives in cli/commands/<name>.ts and
+// exports `run(args): Promise<number>` (the exit code); it is imported only when called, so
+// `nixcas nar ls` does not load the NATS client.
+import { NixcasError } from "../shared/errors.ts";
+
+const COMMANDS: Record<string, { file: string; summary: string }> = {
+  up: { file: "./commands/up.ts", summary: "run every service in one process (starts a local nats-server when NATS_URL is unset)" },
+  nar: { file: "./commands/nar.ts", summary: "nar dump <path> | nar ls <file.nar>" },
+  chunk: { file: "./commands/chunk.ts", summary: "chunk <file> [--min N --avg N --max N]: one JSON line per chunk" },
+  key: { file: "./commands/key.ts", summary: "key generate <name> [--out FILE]: write a Nix secret key, print the public key" },
+  service: { file: "./commands/service.ts", summary: "service <ingester|chunker|indexer|gateway>: run one service" },
+  setup: { file: "./commands/setup.ts", summary: "create the streams, KV buckets and object store (idempotent)" },
+};
+
+function usage(): string {
+  const lines = Object.entries(COMMANDS).map(([name, c]) => `  ${name.padEnd(8)} ${c.summary}`);
+  return `usage: nixcas <command> [args]\n\ncommands:\n${lines.join("\n")}\n`;
+}
+
+async function main(argv: string[]): Promise<number> {
+  const [name, ...args] = argv;
+  if (name === undefined || name === "help" || name === "--help" || name === "-h") {
+    process.stdout.write(usage());
+    return name === undefined ? 2 : 0;
+  }
+  const command = COMMANDS[name];
+  if (!command) {
+    process.stderr.write(`nixcas: unknown command '${name}'\n\n${usage()}`);
+    return 2;
+  }
+  const module = (await import(command.file)) as { run(args: string[]): Promise<number> };
+  return module.run(args);
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (err: unknown) => {
+    // Errors of our own carry the context a user needs; anything else is a bug: show the stack.
+    if (err instanceof NixcasError) process.stderr.write(`nixcas: ${err.message}\n`);
+    else process.stderr.write(`nixcas: internal error: ${err instanceof Error ? err.stack : String(err)}\n`);
+    process.exitCode = 1;
+  },
+);
