@@ -11,6 +11,7 @@ const COMMANDS: Record<string, { file: string; summary: string }> = {
   key: { file: "./commands/key.ts", summary: "key generate <name> [--out FILE]: write a Nix secret key, print the public key" },
   service: { file: "./commands/service.ts", summary: "service <ingester|chunker|indexer|gateway>: run one service" },
   setup: { file: "./commands/setup.ts", summary: "create the streams, KV buckets and object store (idempotent)" },
+  config: { file: "./commands/config.ts", summary: "config [--markdown]: check the environment's configuration, or print its table" },
 };
 
 function usage(): string {

@@ -16,7 +16,11 @@ function onPath(binary: string): boolean {
   return false;
 }
 
-const wanted = process.argv.slice(2);
+// `name?` means: only needed when NATS_URL is unset (`npm start` runs a local nats-server then).
+const wanted = process.argv
+  .slice(2)
+  .filter((arg) => !(arg.endsWith("?") && process.env.NATS_URL))
+  .map((arg) => arg.replace(/\?$/, ""));
 const unknown = wanted.filter((p) => !(p in PROBES));
 if (unknown.length > 0) {
   console.error(`ensure-system-deps: unknown package(s) ${unknown.join(", ")}; known: ${Object.keys(PROBES).join(", ")}`);

@@ -1,0 +1,151 @@
+// Configuration from environment variables: one table that is both the parser and the
+// documentation (README's table is generated from it with `nixcas config --markdown`).
+// Every problem is reported at start, all at once, with the variable's name and what it takes.
+import { ConfigError } from "./errors.ts";
+
+type Kind = "string" | "int" | "bytes" | "path" | "url-list" | "level";
+
+interface Variable {
+  name: string;
+  kind: Kind;
+  default?: string;
+  description: string;
+  /** Inclusive bounds for numbers. */
+  min?: number;
+  max?: number;
+}
+
+export const VARIABLES = [
+  { name: "NATS_URL", kind: "url-list", description: "NATS server(s), comma-separated. Unset: `nixcas up` starts a local nats-server; a lone service refuses to start." },
+  { name: "NATS_CREDS", kind: "path", description: "NATS credentials file (JWT + nkey) for this process." },
+  { name: "NATS_TOKEN", kind: "string", description: "NATS token, when the server uses token authentication." },
+  { name: "NIXCAS_DATA_DIR", kind: "path", default: ".nixcas", description: "Where `nixcas up` keeps the local nats-server's JetStream store and the generated signing key." },
+  { name: "NIXCAS_HTTP_HOST", kind: "string", default: "0.0.0.0", description: "Address the gateway listens on." },
+  { name: "NIXCAS_HTTP_PORT", kind: "int", default: "8080", min: 0, max: 65535, description: "Port the gateway listens on (0: any free port)." },
+  { name: "NIXCAS_SECRET_KEY_FILE", kind: "path", description: "The cache's signing key, in Nix's format (`nixcas key generate`). `nixcas up` generates one under NIXCAS_DATA_DIR when unset; the gateway requires it." },
+  { name: "NIXCAS_KEY_NAME", kind: "string", default: "nixcas-1", description: "Key name used when `nixcas up` generates a key." },
+  { name: "NIXCAS_PUSH_TOKEN", kind: "string", description: "When set, uploads (HTTP PUT) need `Authorization: Bearer <token>` (or Basic auth with the token as password, as netrc sends)." },
+  { name: "NIXCAS_TRUSTED_UPLOADER_KEYS", kind: "string", default: "", description: "Space-separated Nix public keys: a Sig by one of these names on an upload must verify, or the upload is refused." },
+  { name: "NIXCAS_STORE_DIR", kind: "path", default: "/nix/store", description: "The Nix store directory this cache serves." },
+  { name: "NIXCAS_PRIORITY", kind: "int", default: "40", min: 0, max: 1000, description: "`Priority` announced in nix-cache-info." },
+  { name: "NIXCAS_REPLICAS", kind: "int", default: "1", min: 1, max: 5, description: "Replicas of every stream, KV bucket and object store created at start." },
+  { name: "NIXCAS_CHUNK_MIN", kind: "bytes", default: "16384", min: 64, max: 67108864, description: "FastCDC minimum chunk size in bytes." },
+  { name: "NIXCAS_CHUNK_AVG", kind: "bytes", default: "65536", min: 256, max: 268435456, description: "FastCDC average chunk size in bytes." },
+  { name: "NIXCAS_CHUNK_MAX", kind: "bytes", default: "262144", min: 1024, max: 786432, description: "FastCDC maximum chunk size in bytes (a compressed chunk must fit in one NATS message)." },
+  { name: "NIXCAS_ZSTD_LEVEL", kind: "int", default: "3", min: 1, max: 19, description: "zstd level for stored chunks." },
+  { name: "NIXCAS_MAX_NAR_SIZE", kind: "bytes", default: "68719476736", min: 1, description: "Largest NAR (uncompressed) accepted; larger uploads get 413." },
+  { name: "NIXCAS_HOT_CACHE_BYTES", kind: "bytes", default: "268435456", min: 0, description: "Gateway's in-memory cache of hot chunks (uncompressed bytes)." },
+  { name: "NIXCAS_PUT_WAIT_SECONDS", kind: "int", default: "240", min: 1, max: 290, description: "How long a narinfo PUT waits for its path to become readable before answering (Nix gives up after 300 s)." },
+  { name: "NIXCAS_CHUNKER_CONCURRENCY", kind: "int", default: "2", min: 1, max: 64, description: "NARs one chunker process works on at once." },
+  { name: "NIXCAS_INDEXER_CONCURRENCY", kind: "int", default: "8", min: 1, max: 256, description: "Index items one indexer process works on at once." },
+  { name: "NIXCAS_ACK_WAIT_SECONDS", kind: "int", default: "60", min: 5, max: 3600, description: "Work-queue ack_wait; workers send in-progress heartbeats well inside it." },
+  { name: "NIXCAS_MAX_DELIVER", kind: "int", default: "5", min: 1, max: 100, description: "Deliveries of a work item before it goes to the dead-letter stream." },
+  { name: "NIXCAS_LOG_LEVEL", kind: "level", default: "info", description: "debug, info, warn or error." },
+] as const satisfies readonly Variable[];
+
+export type VariableName = (typeof VARIABLES)[number]["name"];
+
+export interface NixcasConfig {
+  nats: { servers: string[] | null; credsFile: string | null; token: string | null };
+  dataDir: string;
+  http: { host: string; port: number };
+  secretKeyFile: string | null;
+  keyName: string;
+  pushToken: string | null;
+  trustedUploaderKeys: string[];
+  storeDir: string;
+  priority: number;
+  replicas: number;
+  chunking: { minSize: number; avgSize: number; maxSize: number; zstdLevel: number };
+  maxNarSize: number;
+  hotCacheBytes: number;
+  putWaitSeconds: number;
+  chunkerConcurrency: number;
+  indexerConcurrency: number;
+  ackWaitSeconds: number;
+  maxDeliver: number;
+  logLevel: "debug" | "info" | "warn" | "error";
+}
+
+const BYTE_SUFFIX: Record<string, number> = { "": 1, k: 1024, kib: 1024, m: 1024 ** 2, mib: 1024 ** 2, g: 1024 ** 3, gib: 1024 ** 3 };
+
+/** Parses `65536`, `64KiB`, `64k`, `1GiB`… into bytes; null if it is none of these. */
+export function parseByteSize(text: string): number | null {
+  const m = /^(\d+)\s*([a-zA-Z]*)$/.exec(text.trim());
+  if (!m) return null;
+  const factor = BYTE_SUFFIX[m[2]!.toLowerCase()];
+  if (factor === undefined) return null;
+  const value = Number(m[1]) * factor;
+  return Number.isSafeInteger(value) ? value : null;
+}
+
+export function loadConfig(env: NodeJS.ProcessEnv = process.env): NixcasConfig {
+  const problems: string[] = [];
+  const values = new Map<string, string | number | null>();
+  for (const v of VARIABLES as readonly Variable[]) {
+    const raw = env[v.name] !== undefined && env[v.name] !== "" ? env[v.name]! : v.default;
+    if (raw === undefined) {
+      values.set(v.name, null);
+      continue;
+    }
+    switch (v.kind) {
+      case "int":
+      case "bytes": {
+        const n = v.kind === "int" ? (/^\d+$/.test(raw.trim()) ? Number(raw.trim()) : null) : parseByteSize(raw);
+        if (n === null) {
+          problems.push(`${v.name}=${JSON.stringify(raw)}: expected ${v.kind === "int" ? "a whole number" : "a size in bytes such as 65536 or 64KiB"}`);
+        } else if ((v.min !== undefined && n < v.min) || (v.max !== undefined && n > v.max)) {
+          problems.push(`${v.name}=${raw}: must be between ${v.min ?? 0} and ${v.max ?? "∞"}`);
+        } else values.set(v.name, n);
+        break;
+      }
+      case "level":
+        if (!["debug", "info", "warn", "error"].includes(raw)) problems.push(`${v.name}=${JSON.stringify(raw)}: expected debug, info, warn or error`);
+        else values.set(v.name, raw);
+        break;
+      case "url-list":
+        for (const url of raw.split(",")) {
+          if (!/^(nats|tls|ws|wss):\/\/[^\s]+$|^[\w.-]+(:\d+)?$/.test(url.trim())) problems.push(`${v.name}: ${JSON.stringify(url)} is not a NATS URL (nats://host:port)`);
+        }
+        values.set(v.name, raw);
+        break;
+      default:
+        values.set(v.name, raw);
+    }
+  }
+  const num = (name: VariableName) => values.get(name) as number;
+  const str = (name: VariableName) => values.get(name) as string | null;
+  const chunking = { minSize: num("NIXCAS_CHUNK_MIN"), avgSize: num("NIXCAS_CHUNK_AVG"), maxSize: num("NIXCAS_CHUNK_MAX"), zstdLevel: num("NIXCAS_ZSTD_LEVEL") };
+  if (!problems.some((p) => p.startsWith("NIXCAS_CHUNK_")) && !(chunking.minSize < chunking.avgSize && chunking.avgSize < chunking.maxSize)) {
+    problems.push(`NIXCAS_CHUNK_MIN < NIXCAS_CHUNK_AVG < NIXCAS_CHUNK_MAX must hold (got ${chunking.minSize}, ${chunking.avgSize}, ${chunking.maxSize})`);
+  }
+  if (problems.length > 0) throw new ConfigError(`invalid configuration:\n  ${problems.join("\n  ")}`);
+  const servers = str("NATS_URL");
+  return {
+    nats: { servers: servers ? servers.split(",").map((s) => s.trim()) : null, credsFile: str("NATS_CREDS"), token: str("NATS_TOKEN") },
+    dataDir: str("NIXCAS_DATA_DIR")!,
+    http: { host: str("NIXCAS_HTTP_HOST")!, port: num("NIXCAS_HTTP_PORT") },
+    secretKeyFile: str("NIXCAS_SECRET_KEY_FILE"),
+    keyName: str("NIXCAS_KEY_NAME")!,
+    pushToken: str("NIXCAS_PUSH_TOKEN"),
+    trustedUploaderKeys: (str("NIXCAS_TRUSTED_UPLOADER_KEYS") ?? "").split(/\s+/).filter(Boolean),
+    storeDir: str("NIXCAS_STORE_DIR")!,
+    priority: num("NIXCAS_PRIORITY"),
+    replicas: num("NIXCAS_REPLICAS"),
+    chunking,
+    maxNarSize: num("NIXCAS_MAX_NAR_SIZE"),
+    hotCacheBytes: num("NIXCAS_HOT_CACHE_BYTES"),
+    putWaitSeconds: num("NIXCAS_PUT_WAIT_SECONDS"),
+    chunkerConcurrency: num("NIXCAS_CHUNKER_CONCURRENCY"),
+    indexerConcurrency: num("NIXCAS_INDEXER_CONCURRENCY"),
+    ackWaitSeconds: num("NIXCAS_ACK_WAIT_SECONDS"),
+    maxDeliver: num("NIXCAS_MAX_DELIVER"),
+    logLevel: str("NIXCAS_LOG_LEVEL") as NixcasConfig["logLevel"],
+  };
+}
+
+/** The variables as a Markdown table, for the README. */
+export function configMarkdown(): string {
+  const rows = (VARIABLES as readonly Variable[]).map((v) => `| \`${v.name}\` | ${v.default !== undefined && v.default !== "" ? `\`${v.default}\`` : "—"} | ${v.description} |`);
+  return ["| variable | default | meaning |", "|---|---|---|", ...rows].join("\n");
+}

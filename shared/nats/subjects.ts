@@ -1,0 +1,106 @@
+// Every subject and KV-key spelling in one place, so services and clients cannot drift apart.
+import type { CID } from "multiformats/cid";
+import { FormatError } from "../errors.ts";
+
+const SHA256_MULTIHASH = 0x12;
+
+/** Subjects that only ever capture blocks: the BLOCKS stream listens on this. */
+export const BLOCK_SUBJECT_FILTER = "CID.sha256.>";
+
+/**
+ * `CID.sha256.<first 2 hex>.<64 hex>`. The two-digit partition lets blocks be split over several
+ * streams later without renaming anything. The codec is not in the subject (it is a header): the
+ * same bytes stored as raw and as dag-cbor are the same block.
+ */
+export function blockSubject(cid: CID): string {
+  if (cid.multihash.code !== SHA256_MULTIHASH || cid.multihash.digest.length !== 32) {
+    throw new FormatError("block.cid-hash", `CID ${cid.toString()} does not use sha2-256; blocks are addressed by sha256 only`);
+  }
+  const hex = Buffer.from(cid.multihash.digest).toString("hex");
+  return `CID.sha256.${hex.slice(0, 2)}.${hex}`;
+}
+
+const BLOCK_SUBJECT_RE = /^CID\.sha256\.([0-9a-f]{2})\.([0-9a-f]{64})$/;
+
+/** The 32-byte sha256 digest a block subject names; FormatError for anything else. */
+export function cidDigestFromBlockSubject(subject: string): Uint8Array {
+  const m = BLOCK_SUBJECT_RE.exec(subject);
+  if (!m || !m[2]!.startsWith(m[1]!)) {
+    throw new FormatError("block.subject", `${JSON.stringify(subject)} is not a block subject (CID.sha256.<pp>.<64 hex>)`);
+  }
+  return new Uint8Array(Buffer.from(m[2]!, "hex"));
+}
+
+export type WorkStream = "INGEST" | "INDEX";
+
+export const SUBJECTS = {
+  ingestWork: "nixcas.work.ingest",
+  indexWork: "nixcas.work.index",
+  /** Requests: a NAR inline or staged. */
+  ingestNar: "nixcas.ingest.nar",
+  /** Requests: a pre-chunked NAR (manifest root). */
+  ingestManifest: "nixcas.ingest.manifest",
+  /** Prefix of the indexer's queries: `.has-paths`, `.missing-chunks`, `.lookup`. */
+  indexQuery: "nixcas.index",
+  deadLetterFilter: "nixcas.deadletter.>",
+  deadLetter: (stream: string): string => `nixcas.deadletter.${stream}`,
+  eventsFilter: "nixcas.events.>",
+  pathAdded: (hashPart: string): string => `nixcas.events.path.added.${subjectToken(hashPart)}`,
+  pathFailed: (hashPart: string): string => `nixcas.events.path.failed.${subjectToken(hashPart)}`,
+  /** The server's advisory when a consumer gives up on a message (captured by ADVISORIES). */
+  maxDeliveriesAdvisoryFilter: "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.>",
+} as const;
+
+/** A token spliced into a subject must not add levels or wildcards. */
+function subjectToken(token: string): string {
+  if (!/^[-_=a-zA-Z0-9]+$/.test(token)) {
+    throw new FormatError("subject.token", `${JSON.stringify(token)} cannot be used as a subject token`);
+  }
+  return token;
+}
+
+const KEY_SAFE = /[-_.a-zA-Z0-9]/;
+
+/**
+ * KV keys must match `[-/_=.a-zA-Z0-9]+` and are subject tokens (no empty `.`-separated part).
+ * Every byte of the UTF-8 text outside `[-_.a-zA-Z0-9]` becomes `=` + two lowercase hex digits;
+ * a `.` that would start, end or double a token is escaped too. Names that are already safe
+ * (nix32 hashes, CIDs, most drv names) stay as they are.
+ */
+export function escapeKey(text: string): string {
+  if (text.length === 0) throw new FormatError("kv.key-empty", "a KV key cannot be empty");
+  const bytes = Buffer.from(text, "utf8");
+  let out = "";
+  for (let i = 0; i < bytes.length; i++) {
+    const b = bytes[i]!;
+    const ch = String.fromCharCode(b);
+    const isDot = b === 0x2e;
+    const unsafeDot = isDot && (i === 0 || i === bytes.length - 1 || bytes[i - 1] === 0x2e);
+    if (b < 0x80 && KEY_SAFE.test(ch) && !unsafeDot) out += ch;
+    else out += "=" + b.toString(16).padStart(2, "0");
+  }
+  return out;
+}
+
+/** Inverse of `escapeKey`; FormatError on a malformed escape or invalid UTF-8. */
+export function unescapeKey(key: string): string {
+  const bytes: number[] = [];
+  for (let i = 0; i < key.length; i++) {
+    const ch = key[i]!;
+    if (ch === "=") {
+      const hex = key.slice(i + 1, i + 3);
+      if (!/^[0-9a-f]{2}$/.test(hex)) throw new FormatError("kv.key-escape", `bad escape at offset ${i} in KV key ${JSON.stringify(key)}`);
+      bytes.push(parseInt(hex, 16));
+      i += 2;
+    } else if (/^[-/_.a-zA-Z0-9]$/.test(ch)) {
+      bytes.push(ch.charCodeAt(0));
+    } else {
+      throw new FormatError("kv.key-char", `character ${JSON.stringify(ch)} at offset ${i} cannot appear in KV key ${JSON.stringify(key)}`);
+    }
+  }
+  try {
+    return new TextDecoder("utf-8", { fatal: true }).decode(new Uint8Array(bytes));
+  } catch {
+    throw new FormatError("kv.key-utf8", `KV key ${JSON.stringify(key)} does not decode to UTF-8 text`);
+  }
+}

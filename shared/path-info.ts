@@ -1,0 +1,118 @@
+// PathInfo nodes: what the cache knows about one store path (the narinfo's content, and the
+// manifest of its NAR). The schema gives the shape; this module adds the rules it cannot
+// express, on the way in and on the way out, so no invalid record is written or believed.
+import type { CID } from "multiformats/cid";
+import { FormatError } from "./errors.ts";
+import { checkLink, DAG_CBOR_CODEC, decodeNode, encodeNode, type EncodedBlock } from "./block.ts";
+import { checkStoreDir, parseContentAddress, parseStorePath, parseStorePathBaseName } from "./store-path.ts";
+
+export interface PathInfo {
+  /** Full store path, /nix/store/<hash>-<name>. */
+  storePath: string;
+  /** sha256 digest of the NAR. */
+  narHash: Uint8Array;
+  narSize: number;
+  /** Store path base names, sorted, no duplicates. */
+  references: string[];
+  /** Base name of the deriver (…-<name>.drv), as in narinfo, or null. */
+  deriver: string | null;
+  /** Content address (`fixed:…`, `text:…`) or null. */
+  ca: string | null;
+  /** `<key name>:<base64>` signatures. */
+  sigs: string[];
+  /** Root of the NAR's manifest (dag-cbor Manifest node). */
+  manifest: CID;
+  /** Registration time, Unix milliseconds. */
+  registered: number;
+  /** Who uploaded it, or null. */
+  uploader: string | null;
+}
+
+export interface PathInfoOptions {
+  /** Require the path to be in this store dir; by default any canonical absolute dir. */
+  storeDir?: string;
+}
+
+/** Checks and encodes a PathInfo node. */
+export function encodePathInfo(info: PathInfo, options: PathInfoOptions = {}): EncodedBlock {
+  checkPathInfo(info, `PathInfo for ${String(info.storePath)}`, options);
+  // Only the schema's fields go in: a caller's extra properties are an error, not data.
+  return encodeNode("PathInfo", info);
+}
+
+/** Decodes a PathInfo node; with `cid`, the bytes must be that block. */
+export function decodePathInfo(bytes: Uint8Array, cid?: CID, options: PathInfoOptions = {}): PathInfo {
+  const info = decodeNode("PathInfo", bytes, cid) as PathInfo;
+  checkPathInfo(info, cid ? `PathInfo ${cid}` : "PathInfo", options);
+  return info;
+}
+
+// Signature: key names are free-form but contain no ':'; the rest is base64 (Nix's format;
+// shared/signing.ts checks the bytes when it verifies).
+const SIG = /^[^:\s]+:[A-Za-z0-9+/]+={0,2}$/;
+
+/** The semantic rules of a PathInfo; throws FormatError naming the field. */
+export function checkPathInfo(info: PathInfo, where: string, options: PathInfoOptions = {}): void {
+  const fail = (field: string, message: string, cause?: unknown): never => {
+    throw new FormatError(`path-info.${field}`, `${where}: ${message}`, cause === undefined ? undefined : { cause });
+  };
+  const wrap = <T>(field: string, fn: () => T): T => {
+    try {
+      return fn();
+    } catch (err) {
+      if (err instanceof FormatError) return fail(field, `${field}: ${err.message}`, err);
+      throw err;
+    }
+  };
+
+  if (typeof info.storePath !== "string") fail("storePath", "storePath is not a string");
+  const storeDir = options.storeDir ?? info.storePath.slice(0, info.storePath.lastIndexOf("/"));
+  wrap("storePath", () => {
+    checkStoreDir(storeDir);
+    parseStorePath(info.storePath, storeDir);
+  });
+
+  if (!(info.narHash instanceof Uint8Array) || info.narHash.length !== 32) {
+    fail("narHash", "narHash must be a 32-byte sha256 digest");
+  }
+  if (!Number.isSafeInteger(info.narSize) || info.narSize < 0) fail("narSize", `narSize ${info.narSize} is not a non-negative integer`);
+  if (!Number.isSafeInteger(info.registered) || info.registered < 0) {
+    fail("registered", `registered ${info.registered} is not a non-negative Unix time in milliseconds`);
+  }
+
+  if (!Array.isArray(info.references)) fail("references", "references is not a list");
+  for (let i = 0; i < info.references.length; i++) {
+    const ref = info.references[i]!;
+    wrap("references", () => parseStorePathBaseName(ref, storeDir));
+    // Sorted and unique, as Nix keeps them (a StorePathSet): one set, one encoding, one CID.
+    if (i > 0 && !(info.references[i - 1]! < ref)) {
+      fail("references", `references are not sorted and unique at ${JSON.stringify(ref)}`);
+    }
+  }
+
+  if (info.deriver !== null) {
+    const deriver = info.deriver;
+    if (typeof deriver !== "string") fail("deriver", "deriver is not a string");
+    const sp = wrap("deriver", () => parseStorePathBaseName(deriver, storeDir));
+    if (!sp.name.endsWith(".drv")) fail("deriver", `deriver ${JSON.stringify(deriver)} is not a .drv`);
+  }
+
+  if (info.ca !== null) {
+    const ca = info.ca;
+    wrap("ca", () => parseContentAddress(ca));
+  }
+
+  if (!Array.isArray(info.sigs)) fail("sigs", "sigs is not a list");
+  const seen = new Set<string>();
+  for (const sig of info.sigs) {
+    if (typeof sig !== "string" || !SIG.test(sig)) fail("sigs", `signature ${JSON.stringify(sig)} is not <key name>:<base64>`);
+    if (seen.has(sig)) fail("sigs", `signature ${JSON.stringify(sig)} appears twice`);
+    seen.add(sig);
+  }
+
+  wrap("manifest", () => checkLink(info.manifest, DAG_CBOR_CODEC, "manifest"));
+
+  if (info.uploader !== null && (typeof info.uploader !== "string" || info.uploader.length === 0)) {
+    fail("uploader", "uploader must be a non-empty string or null");
+  }
+}
