@@ -110,7 +110,8 @@ export function decodeBase64Strict(text: string): Uint8Array | undefined {
   const bytes = Buffer.from(text, "base64");
   // Re-encoding catches non-zero bits in the last character, which would give a second spelling.
   if (bytes.toString("base64") !== text) return undefined;
-  return new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.length);
+  // A copy: small Buffers share an 8 KiB pool slab that a long-lived view would keep alive.
+  return new Uint8Array(bytes);
 }
 
 export function encodeBase64(bytes: Uint8Array): string {
@@ -148,8 +149,7 @@ export function sha256Hash(digest: Uint8Array): Hash {
 
 /** Hashes bytes (or a string as UTF-8). Pure computation, no I/O. */
 export function computeHash(algorithm: HashAlgorithm, data: Uint8Array | string): Hash {
-  const digest = createHash(algorithm).update(data).digest();
-  return { algorithm, digest: new Uint8Array(digest.buffer, digest.byteOffset, digest.length) };
+  return { algorithm, digest: new Uint8Array(createHash(algorithm).update(data).digest()) };
 }
 
 export function hashEquals(a: Hash, b: Hash): boolean {

@@ -185,13 +185,13 @@ export function parseNarInfo(text: string, options: ParseNarInfoOptions = {}): N
         }
         break;
       case "FileHash":
-        field("narinfo.file-hash", key, () => void (fileHash = parseHash(value, "sha256")));
+        field("narinfo.file-hash", key, () => void (fileHash = parseSha256(value)));
         break;
       case "FileSize":
         field("narinfo.file-size", key, () => void (fileSize = parseSize(value)));
         break;
       case "NarHash":
-        field("narinfo.nar-hash", key, () => void (narHash = parseHash(value, "sha256")));
+        field("narinfo.nar-hash", key, () => void (narHash = parseSha256(value)));
         break;
       case "NarSize":
         field("narinfo.nar-size", key, () => void (narSize = parseSize(value)));
@@ -312,6 +312,13 @@ export function formatNarInfo(info: NarInfo): string {
     s += `${key}: ${value}\n`;
   }
   return s;
+}
+
+/** Nix reads narinfo hashes with parseAnyPrefixed (the algorithm must be named); it writes only sha256. */
+function parseSha256(value: string): Hash {
+  const hash = parseHash(value);
+  if (hash.algorithm !== "sha256") throw new FormatError("hash.algorithm", `hash '${value}' is ${hash.algorithm}, expected sha256`);
+  return hash;
 }
 
 function parseSize(value: string): number {
