@@ -33,10 +33,11 @@ export interface Manifest extends ManifestNode {
 export const MANIFEST_FANOUT = 4096;
 
 /**
- * Deepest tree accepted. 4096^4 chunks of the smallest possible size is far beyond any NAR;
- * the bound keeps a hostile manifest from making a reader recurse without end.
+ * Highest root accepted. At the default fan-out 3 levels already cover 2^48 chunks; the bound
+ * only keeps a hostile manifest from sending a reader down an endless chain of nodes, and
+ * leaves room for the small fan-outs tests use.
  */
-export const MANIFEST_MAX_HEIGHT = 4;
+export const MANIFEST_MAX_HEIGHT = 16;
 
 export interface ManifestBuilderOptions {
   /** Entries per node, 2..MANIFEST_FANOUT. Smaller values are for tests. */
