@@ -1,0 +1,69 @@
+// The indexer: consumes INDEX (index-path.ts: the step that makes a path visible) and answers
+// the `nixcas.index.*` queries (queries.ts).
+import type { NixcasConfig } from "../../shared/config.ts";
+import type { Logger } from "../../shared/log.ts";
+import { BlockStore } from "../../shared/nats/block-store.ts";
+import { Catalog } from "../../shared/nats/catalog.ts";
+import { startMicroservice } from "../../shared/nats/service.ts";
+import type { Topology } from "../../shared/nats/topology.ts";
+import { markUploadFailed } from "../../shared/nats/upload-events.ts";
+import { runWorkQueue } from "../../shared/nats/work-queue.ts";
+import { decodeIndexWorkItem, type IndexWorkItem } from "../../shared/nats/work-items.ts";
+import { indexPath, type IndexDeps } from "./index-path.ts";
+import { QUERY_SUBJECTS, hasPaths, lookup, missingChunks, type QueryDeps } from "./queries.ts";
+
+export const INDEXER_VERSION = "0.1.0";
+
+export interface IndexerDeps {
+  topology: Topology;
+  logger: Logger;
+  config: NixcasConfig;
+}
+
+export async function startIndexer(deps: IndexerDeps): Promise<{ stop(): Promise<void> }> {
+  const { topology, logger, config } = deps;
+  const blocks = new BlockStore(topology, { logger });
+  const catalog = new Catalog(topology);
+  const indexDeps: IndexDeps = { topology, blocks, catalog, storeDir: config.storeDir, level: config.chunking.zstdLevel, logger };
+  const queryDeps: QueryDeps = { catalog, blocks };
+
+  const runner = await runWorkQueue<IndexWorkItem>({
+    topology,
+    stream: "INDEX",
+    consumer: "indexer",
+    concurrency: config.indexerConcurrency,
+    ackWaitMs: config.ackWaitSeconds * 1000,
+    maxDeliver: config.maxDeliver,
+    decode: decodeIndexWorkItem,
+    handle: async (item, ctx) => {
+      await indexPath(item, ctx, indexDeps);
+    },
+    onDeadLetter: (item, reason, raw) => markUploadFailed(topology, item, reason, raw, logger),
+    logger,
+  });
+  let service;
+  try {
+    service = await startMicroservice(topology.nc, {
+      name: "nixcas-indexer",
+      version: INDEXER_VERSION,
+      description: "indexes chunked NARs and answers what the cache has",
+      endpoints: [
+        { name: "has-paths", subject: QUERY_SUBJECTS.hasPaths, handler: (req) => hasPaths(req.data, queryDeps) },
+        { name: "missing-chunks", subject: QUERY_SUBJECTS.missingChunks, handler: (req) => missingChunks(req.data, queryDeps) },
+        { name: "lookup", subject: QUERY_SUBJECTS.lookup, handler: (req) => lookup(req.data, queryDeps) },
+      ],
+      logger,
+    });
+  } catch (err) {
+    await runner.stop();
+    throw err;
+  }
+  const s = service;
+  logger.info("indexer started", { concurrency: config.indexerConcurrency });
+  return {
+    stop: async () => {
+      await s.stop();
+      await runner.stop();
+    },
+  };
+}

@@ -1,0 +1,88 @@
+// Work items and ingest requests: strict decoding (every field, every type), and the client-side
+// error classes of error replies.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { FormatError, IntegrityError, NixcasError } from "../../shared/errors.ts";
+import { decodeIngestNarRequest, errorFromReply } from "../../shared/nats/ingest-protocol.ts";
+import {
+  INLINE_MAX_BYTES,
+  decodeIndexWorkItem,
+  decodeIngestWorkItem,
+  encodeIndexWorkItem,
+  encodeIngestWorkItem,
+  type IndexWorkItem,
+  type IngestWorkItem,
+  type UploadMetadata,
+} from "../../shared/nats/work-items.ts";
+
+const meta: UploadMetadata = {
+  storePath: "/nix/store/hx5chsx6691x69ldaiwc2c7rgbviyc7n-ia-out",
+  narHash: "sha256:1l2ipyxh08xmncgjadq0g5nwbif0lmyg4khbdms3h4cjdzrwhnpl",
+  narSize: 216,
+  references: ["33zwxgfdx6cny1ixdh53am2qm4hxpf6f-refs.txt"],
+  deriver: null,
+  ca: null,
+  sigs: [],
+  uploader: "ci",
+};
+const ingest: IngestWorkItem = { version: 1, uploadId: "abc123", meta, nar: { kind: "inline", data: "AAAA", compression: "none" }, submittedAt: "2026-01-01T00:00:00.000Z" };
+const index: IndexWorkItem = {
+  version: 1,
+  uploadId: "abc123",
+  meta,
+  manifest: "bafyreib5fbf6vveh4duugpay5off6zj4zyei63jhnkzqj675jz37go5teu",
+  listing: null,
+  origin: "chunker",
+  submittedAt: "2026-01-01T00:00:00.000Z",
+};
+const enc = (v: unknown) => new TextEncoder().encode(JSON.stringify(v));
+
+function rejects(fn: () => unknown, code: string, message: RegExp): void {
+  assert.throws(fn, (err: unknown) => {
+    assert.ok(err instanceof FormatError, String(err));
+    assert.equal(err.code, code);
+    assert.match(err.message, message);
+    return true;
+  });
+}
+
+test("work items round-trip", () => {
+  assert.deepEqual(decodeIngestWorkItem(encodeIngestWorkItem(ingest)), ingest);
+  assert.deepEqual(decodeIndexWorkItem(encodeIndexWorkItem(index)), index);
+  const staged: IngestWorkItem = { ...ingest, nar: { kind: "staged", object: "upload.x1", compression: "xz" } };
+  assert.deepEqual(decodeIngestWorkItem(encodeIngestWorkItem(staged)), staged);
+});
+
+test("work items are decoded strictly", () => {
+  rejects(() => decodeIngestWorkItem(new Uint8Array([0xff])), "work-item.json", /not UTF-8 JSON/);
+  rejects(() => decodeIngestWorkItem(enc({ ...ingest, extra: 1 })), "work-item.shape", /unknown field "extra"/);
+  rejects(() => decodeIngestWorkItem(enc({ ...ingest, version: 2 })), "work-item.version", /reads version 1/);
+  rejects(() => decodeIngestWorkItem(enc({ ...ingest, meta: { ...meta, narSize: 0 } })), "work-item.meta", /meta\.narSize is 0/);
+  rejects(() => decodeIngestWorkItem(enc({ ...ingest, meta: { ...meta, narHash: "sha256:abc" } })), "work-item.meta", /not sha256:<52 nix32>/);
+  const { deriver: _, ...noDeriver } = meta;
+  rejects(() => decodeIngestWorkItem(enc({ ...ingest, meta: noDeriver })), "work-item.meta", /field "deriver" is missing/);
+  rejects(() => decodeIngestWorkItem(enc({ ...ingest, nar: { kind: "inline", data: "A", compression: "none" } })), "work-item.nar", /not padded standard base64/);
+  const tooBig = "A".repeat(Math.ceil((INLINE_MAX_BYTES + 3) / 3) * 4);
+  rejects(() => decodeIngestWorkItem(enc({ ...ingest, nar: { kind: "inline", data: tooBig, compression: "none" } })), "work-item.nar", /larger than 524288 bytes/);
+  rejects(() => decodeIngestWorkItem(enc({ ...ingest, nar: { kind: "url", compression: "none" } })), "work-item.nar", /neither "inline" nor "staged"/);
+  rejects(() => decodeIndexWorkItem(enc({ ...index, manifest: "bafkreigi5vg5pt3xvm6g2f4zyn6jet3blrtrasvkrxaghokfs25y4jln3a" })), "work-item.manifest", /not a CIDv1 dag-cbor/);
+  rejects(() => decodeIndexWorkItem(enc({ ...index, origin: "elsewhere" })), "work-item.origin", /neither "chunker" nor "manifest"/);
+});
+
+test("ingest requests: shape errors are ingest.request", () => {
+  rejects(() => decodeIngestNarRequest(enc({ meta, nar: ingest.nar, more: true })), "ingest.request", /unknown field "more"/);
+  rejects(() => decodeIngestNarRequest(enc({ meta: { ...meta, sigs: "x" }, nar: ingest.nar })), "ingest.request", /meta\.sigs is not a list of strings/);
+  assert.deepEqual(decodeIngestNarRequest(enc({ meta, nar: ingest.nar })), { meta, nar: ingest.nar });
+});
+
+test("error replies become the same error class on the client", () => {
+  const a = errorFromReply({ code: "ingest.signature-invalid", message: "bad sig" }, "s");
+  assert.ok(a instanceof IntegrityError);
+  assert.equal(a.code, "ingest.signature-invalid");
+  assert.equal(a.message, "bad sig");
+  assert.ok(errorFromReply({ code: "store-path.store-dir", message: "m" }, "s") instanceof FormatError);
+  assert.ok(errorFromReply({ code: "ingest.manifest-mismatch", message: "m" }, "s") instanceof IntegrityError);
+  const other = errorFromReply({ code: "internal", message: "m" }, "s");
+  assert.ok(other instanceof NixcasError && !(other instanceof FormatError));
+  assert.ok(errorFromReply({ code: "x", message: "m", kind: "IntegrityError" }, "s") instanceof IntegrityError);
+});
