@@ -3,6 +3,7 @@
 // crash (SIGKILL: nothing flushed); `restart()` comes back on the same port and store dir, so
 // connected clients reconnect by themselves and durable state can be checked.
 import { spawn, type ChildProcess } from "node:child_process";
+import { rmSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -35,16 +36,27 @@ export interface NatsServer {
 
 const READY_TIMEOUT_MS = 15_000;
 
-// Children still running when the test process exits would outlive it: kill them synchronously.
+// Children still running when the test process exits (a failed test that skipped its `after`,
+// or a run interrupted by a signal) would outlive it: kill them synchronously, remove temp dirs.
 const running = new Set<ChildProcess>();
-process.on("exit", () => {
+const tempDirs = new Set<string>();
+const cleanUp = () => {
   for (const child of running) child.kill("SIGKILL");
-});
+  for (const dir of tempDirs) rmSync(dir, { recursive: true, force: true });
+};
+process.on("exit", cleanUp);
+for (const signal of ["SIGINT", "SIGTERM"] as const) {
+  process.once(signal, () => {
+    cleanUp();
+    process.kill(process.pid, signal); // the default action, now that this listener is gone
+  });
+}
 
 export async function startNatsServer(options: NatsServerOptions = {}): Promise<NatsServer> {
   const jetstream = options.jetstream ?? true;
   const ownStoreDir = options.storeDir === undefined;
   const storeDir = options.storeDir ?? (await mkdtemp(join(tmpdir(), "nixcas-nats-")));
+  if (ownStoreDir) tempDirs.add(storeDir);
   let port = options.port ?? -1;
   let child: ChildProcess | null = null;
   let logText = "";
@@ -108,7 +120,10 @@ export async function startNatsServer(options: NatsServerOptions = {}): Promise<
       if (stopped) return;
       stopped = true;
       await terminate("SIGTERM");
-      if (ownStoreDir) await rm(storeDir, { recursive: true, force: true });
+      if (ownStoreDir) {
+        await rm(storeDir, { recursive: true, force: true });
+        tempDirs.delete(storeDir);
+      }
     },
     async kill(signal = "SIGKILL") {
       await terminate(signal);
