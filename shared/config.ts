@@ -34,7 +34,7 @@ export const VARIABLES = [
   { name: "NIXCAS_CHUNK_MAX", kind: "bytes", default: "262144", min: 1024, max: 786432, description: "FastCDC maximum chunk size in bytes (a compressed chunk must fit in one NATS message)." },
   { name: "NIXCAS_ZSTD_LEVEL", kind: "int", default: "3", min: 1, max: 19, description: "zstd level for stored chunks." },
   { name: "NIXCAS_MAX_NAR_SIZE", kind: "bytes", default: "68719476736", min: 1, description: "Largest NAR (uncompressed) accepted; larger uploads get 413." },
-  { name: "NIXCAS_HOT_CACHE_BYTES", kind: "bytes", default: "268435456", min: 0, description: "Gateway's in-memory cache of hot chunks (uncompressed bytes)." },
+  { name: "NIXCAS_HOT_CACHE_BYTES", kind: "bytes", default: "268435456", min: 0, description: "Gateway's in-memory cache of verified hot chunks, in bytes of their stored zstd frames." },
   { name: "NIXCAS_PUT_WAIT_SECONDS", kind: "int", default: "240", min: 1, max: 290, description: "How long a narinfo PUT waits for its path to become readable before answering (Nix gives up after 300 s)." },
   { name: "NIXCAS_CHUNKER_CONCURRENCY", kind: "int", default: "2", min: 1, max: 64, description: "NARs one chunker process works on at once." },
   { name: "NIXCAS_INDEXER_CONCURRENCY", kind: "int", default: "8", min: 1, max: 256, description: "Index items one indexer process works on at once." },

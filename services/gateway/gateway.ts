@@ -1,0 +1,211 @@
+// The HTTP gateway: the Nix binary-cache protocol (GET/HEAD/PUT) over node:http, trustless CID
+// reads, /metrics. This file wires the parts and owns the request lifecycle: routing, the status
+// policy for errors (http-errors.ts: a PUT never answers 5xx), metrics and logs per request,
+// timeouts and a clean stop. The routes themselves are in routes.ts.
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import type { AddressInfo } from "node:net";
+import type { NixcasConfig } from "../../shared/config.ts";
+import type { Logger } from "../../shared/log.ts";
+import { BlockStore } from "../../shared/nats/block-store.ts";
+import { Catalog } from "../../shared/nats/catalog.ts";
+import { IngestClient } from "../../shared/nats/ingest-client.ts";
+import type { Topology } from "../../shared/nats/topology.ts";
+import type { SecretKey } from "../../shared/signing.ts";
+import { createPushAuthorizer } from "./auth.ts";
+import { BlockLoader } from "./block-loader.ts";
+import { ReadBudget } from "./chunk-reader.ts";
+import type { Gateway, GatewayRequest } from "./context.ts";
+import { HotCache } from "./hot-cache.ts";
+import { HttpError, errorMessage, isClientError, notFound, sendText, statusForRead, statusForUpload } from "./http-errors.ts";
+import { createGatewayMetrics, type GatewayMetrics } from "./metrics.ts";
+import { NarInfoRenderer } from "./narinfo-render.ts";
+import { deferContinue } from "./request-body.ts";
+import { matchRoute } from "./routes.ts";
+
+export interface GatewayDeps {
+  topology: Topology;
+  logger: Logger;
+  config: NixcasConfig;
+  secretKey: SecretKey;
+}
+
+export interface RunningGateway {
+  /** Base URL a client on this machine can use, e.g. http://127.0.0.1:8080 */
+  url: string;
+  port: number;
+  metrics: GatewayMetrics;
+  hotCache: HotCache;
+  /** Stops accepting, lets requests in flight finish (up to `graceMs`), then cuts the rest. */
+  stop(graceMs?: number): Promise<void>;
+}
+
+/** Headers must arrive within this (slow-loris protection); bodies have their own idle limit. */
+const HEADERS_TIMEOUT_MS = 20_000;
+const KEEP_ALIVE_TIMEOUT_MS = 30_000;
+const MAX_CONNECTIONS = 4096;
+/** Reply bytes of block reads in flight on the gateway's NATS connection. */
+const READ_BYTES_IN_FLIGHT = 32 * 1024 * 1024;
+/** Read-ahead of all responses together (each may also hold the one chunk it sends next). */
+const READ_AHEAD_BYTES = 256 * 1024 * 1024;
+
+export async function startGateway(deps: GatewayDeps): Promise<RunningGateway> {
+  const { topology, config, secretKey } = deps;
+  const logger = deps.logger.child({ service: "gateway" });
+  const hotCache = new HotCache(config.hotCacheBytes);
+  const metrics = createGatewayMetrics(hotCache);
+  const blocks = new BlockStore(topology, { logger, maxReadBytesInFlight: READ_BYTES_IN_FLIGHT });
+  const gw: Gateway = {
+    config,
+    topology,
+    catalog: new Catalog(topology),
+    blocks,
+    ingest: new IngestClient(topology),
+    loader: new BlockLoader(blocks, hotCache, metrics, logger),
+    readBudget: new ReadBudget(READ_AHEAD_BYTES),
+    narinfos: new NarInfoRenderer(secretKey, config.storeDir),
+    secretKey,
+    metrics,
+    logger,
+    authorizePush: createPushAuthorizer(config.pushToken),
+  };
+
+  const server = createServer({
+    // No total request time: a NAR upload of tens of GiB takes what it takes; idle bodies and
+    // stalled readers are cut by request-body.ts and manifest-stream.ts instead.
+    requestTimeout: 0,
+    headersTimeout: HEADERS_TIMEOUT_MS,
+    keepAliveTimeout: KEEP_ALIVE_TIMEOUT_MS,
+    maxHeaderSize: 16 * 1024,
+  });
+  server.maxConnections = MAX_CONNECTIONS;
+  server.on("request", (req: IncomingMessage, res: ServerResponse) => void handle(gw, req, res, false));
+  server.on("checkContinue", (req: IncomingMessage, res: ServerResponse) => void handle(gw, req, res, true));
+  server.on("clientError", (err: NodeJS.ErrnoException, socket) => {
+    // Malformed request line or headers, header timeout: answer if the socket still can.
+    if (socket.writable && err.code !== "ECONNRESET") {
+      const status = err.code === "ERR_HTTP_REQUEST_TIMEOUT" || err.code === "ERR_HTTP_HEADERS_TIMEOUT" ? 408 : err.code === "HPE_HEADER_OVERFLOW" ? 431 : 400;
+      socket.end(`HTTP/1.1 ${status} Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n`);
+    } else {
+      socket.destroy();
+    }
+  });
+
+  await listen(server, config.http.port, config.http.host);
+  const port = (server.address() as AddressInfo).port;
+  const host = config.http.host === "0.0.0.0" || config.http.host === "::" ? "127.0.0.1" : config.http.host;
+  const url = `http://${host.includes(":") ? `[${host}]` : host}:${port}`;
+  logger.info("gateway listening", { url, storeDir: config.storeDir, key: secretKey.name, pushAuth: config.pushToken !== null });
+
+  return {
+    url,
+    port,
+    metrics,
+    hotCache,
+    stop: async (graceMs = 10_000) => {
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      server.closeIdleConnections();
+      const timer = setTimeout(() => server.closeAllConnections(), graceMs);
+      await closed;
+      clearTimeout(timer);
+      logger.info("gateway stopped");
+    },
+  };
+}
+
+function listen(server: Server, port: number, host: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(port, host, () => {
+      server.off("error", reject);
+      resolve();
+    });
+  });
+}
+
+async function handle(gw: Gateway, req: IncomingMessage, res: ServerResponse, expectContinue: boolean): Promise<void> {
+  const started = performance.now();
+  const method = req.method ?? "GET";
+  const abort = new AbortController();
+  let route = "unknown";
+  res.on("close", () => {
+    if (!res.writableFinished) abort.abort();
+    const status = res.writableFinished ? String(res.statusCode) : "aborted";
+    gw.metrics.requests.inc({ route, method, status });
+    gw.logger.debug("request", { method, url: req.url, route, status, ms: Math.round(performance.now() - started) });
+  });
+  try {
+    const { path, query } = parseTarget(req.url ?? "/");
+    const match = matchRoute(method, path);
+    if (match.kind === "not-found") throw notFound(path);
+    route = match.route.name;
+    if (match.kind === "method-not-allowed") {
+      throw new HttpError(405, "http.method", `${method} is not allowed on ${path}`, { headers: { Allow: match.allow } });
+    }
+    if (expectContinue) deferContinue(req, res);
+    const rq: GatewayRequest = {
+      req,
+      res,
+      method: match.head ? "GET" : method,
+      head: match.head,
+      path,
+      params: match.params,
+      query,
+      route,
+      log: gw.logger.child({ route, method }),
+      signal: abort.signal,
+    };
+    await match.handler(gw, rq);
+  } catch (err) {
+    respondWithError(gw, req, res, method, route, err);
+  }
+}
+
+function respondWithError(gw: Gateway, req: IncomingMessage, res: ServerResponse, method: string, route: string, err: unknown): void {
+  const upload = method === "PUT";
+  const status = upload ? statusForUpload(err) : statusForRead(err);
+  const fields = { method, url: req.url, route, status, error: err };
+  if (!isClientError(err) && !(err instanceof HttpError)) {
+    // Our failure (NATS unreachable, a bug, a damaged store). On a PUT it still answers 4xx.
+    gw.logger.error(upload ? "upload failed on the server side; answered 400 (Nix mishandles 5xx on PUT)" : "request failed", fields);
+    if (upload) gw.metrics.uploadInternalErrors.inc({ route });
+  } else if (status >= 500) {
+    gw.logger.error("request failed", fields);
+  } else if (status !== 404) {
+    gw.logger.info("request refused", fields);
+  }
+  if (upload && status !== 401) gw.metrics.uploads.inc({ kind: route, outcome: `rejected-${status}` });
+  if (res.headersSent || res.destroyed) {
+    // Mid-body: a status can no longer be sent. Cut the connection so the client sees a failed
+    // transfer instead of a short or wrong body.
+    res.destroy();
+    return;
+  }
+  const headers: Record<string, string> = err instanceof HttpError ? { ...err.headers } : {};
+  // A body we did not read (refused before, or cut off) must not be parsed as the next request.
+  if (!req.complete) headers.Connection = "close";
+  sendText(res, status, errorMessage(err), headers);
+}
+
+/** Path (percent-decoded) and query of a request target; 400 for anything unusable. */
+function parseTarget(target: string): { path: string; query: URLSearchParams } {
+  let rawPath = target;
+  if (!target.startsWith("/")) {
+    // absolute-form (proxies) — take its path
+    try {
+      const u = new URL(target);
+      rawPath = u.pathname + u.search;
+    } catch {
+      throw new HttpError(400, "http.target", `invalid request target ${JSON.stringify(target.slice(0, 100))}`);
+    }
+  }
+  const q = rawPath.indexOf("?");
+  const pathPart = q < 0 ? rawPath : rawPath.slice(0, q);
+  let path: string;
+  try {
+    path = decodeURIComponent(pathPart);
+  } catch {
+    throw new HttpError(400, "http.target", `invalid percent-encoding in ${JSON.stringify(pathPart.slice(0, 100))}`);
+  }
+  if (path.includes("\0")) throw new HttpError(400, "http.target", "NUL in request path");
+  return { path, query: new URLSearchParams(q < 0 ? "" : rawPath.slice(q + 1)) };
+}

@@ -1,0 +1,104 @@
+// PUT /<hash32>.narinfo: commits an upload. Parsed strictly (400 with the parser's message),
+// checked against the URL and our store dir, then handed to the ingester with its NAR:
+//   - a NAR with this NarHash is already stored (KV `nars`) → `submitManifest` with its root: no
+//     bytes needed. This is `nix store sign` re-PUTting a narinfo with one more Sig (the indexer
+//     merges sigs), `compression=none` uploads that Nix skipped after our HEAD said 200, and a
+//     second path with the same contents;
+//   - else the NAR its `URL:` names must be staged (PUT nar/… before) → `submitStaged` with the
+//     narinfo's Compression (never inferred from the extension, §6.2);
+//   - else 400: Nix always sends the NAR first, so this is a broken client.
+// Then it waits (at most NIXCAS_PUT_WAIT_SECONDS) for the outcome: done → 204; failed → 400 with
+// the pipeline's reason (hash mismatch, bad NAR…); still running → 200 and a log line: the upload
+// is durable in the work queue and will become readable or be reported failed. Never 202 or
+// 5xx (Nix < 2.34 retries those with an empty body and hangs, §7.3).
+import { formatHash } from "../../shared/hash.ts";
+import { NARINFO_MAX_BYTES, parseNarInfo, type NarInfo } from "../../shared/narinfo.ts";
+import type { UploadMetadata } from "../../shared/nats/work-items.ts";
+import { encodeNixBase32 } from "../../shared/nixbase32.ts";
+import { isValidHashPart, parseStorePath } from "../../shared/store-path.ts";
+import type { Handler } from "./context.ts";
+import { badRequest } from "./http-errors.ts";
+import { collect, decodedBody } from "./request-body.ts";
+import { findStaged, narNameFromUrl } from "./staged-nars.ts";
+
+/** Nix gives up on a response after 300 s without a byte (curl low-speed limit): stay well inside. */
+const ANSWER_WITHIN_MS = 280_000;
+
+export const putNarInfo: Handler = async (gw, rq) => {
+  const started = Date.now();
+  const hashPart = rq.params[0]!;
+  if (!isValidHashPart(hashPart)) throw badRequest("narinfo.name", `${JSON.stringify(hashPart)} is not a store path hash part (32 nix32 characters)`);
+  gw.authorizePush(rq.req);
+  const body = await collect(decodedBody(rq.req, { limit: NARINFO_MAX_BYTES, what: "narinfo", onBytes: (n) => gw.metrics.bytesReceived.inc({ route: rq.route }, n) }));
+  let text: string;
+  try {
+    text = new TextDecoder("utf-8", { fatal: true }).decode(body);
+  } catch {
+    throw badRequest("narinfo.utf8", "narinfo is not valid UTF-8");
+  }
+  const storeDir = gw.config.storeDir;
+  const info = parseNarInfo(text, { storeDir }); // FormatError → 400 with the parser's message
+  const sp = parseStorePath(info.storePath, storeDir);
+  if (sp.hashPart !== hashPart) {
+    throw badRequest("narinfo.hash-part", `narinfo PUT to ${hashPart}.narinfo describes ${info.storePath} (hash part ${sp.hashPart})`);
+  }
+  const meta = uploadMetadata(info, gw.secretKey.name);
+  const log = rq.log.child({ storePath: info.storePath });
+
+  const narHash32 = encodeNixBase32(info.narHash.digest);
+  const stored = await gw.catalog.manifestForNar(narHash32);
+  let uploadId: string;
+  let via: "manifest" | "staged";
+  if (stored !== null) {
+    ({ uploadId } = await gw.ingest.submitManifest(meta, stored));
+    via = "manifest";
+  } else {
+    const name = narNameFromUrl(info.url);
+    const staged = name === null ? null : await findStaged(gw, name);
+    if (staged === null) {
+      throw badRequest(
+        "narinfo.nar-missing",
+        `narinfo for ${info.storePath}: its NAR ${info.url} has not been uploaded (PUT it first) and no NAR with NarHash sha256:${narHash32} is stored`,
+      );
+    }
+    ({ uploadId } = await gw.ingest.submitStaged(meta, { object: staged.object, compression: info.compression }));
+    via = "staged";
+  }
+
+  const waitMs = Math.max(0, Math.min(gw.config.putWaitSeconds * 1000, ANSWER_WITHIN_MS - (Date.now() - started)));
+  const status = await gw.ingest.waitFor(uploadId, waitMs);
+  switch (status.state) {
+    case "done":
+      log.info("upload done", { uploadId, via, ms: Date.now() - started });
+      gw.metrics.uploads.inc({ kind: "narinfo", outcome: "done" });
+      rq.res.writeHead(204).end();
+      return;
+    case "failed":
+      log.warn("upload failed", { uploadId, via, reason: status.reason });
+      gw.metrics.uploads.inc({ kind: "narinfo", outcome: "failed" });
+      throw badRequest("narinfo.upload-failed", `upload of ${info.storePath} failed: ${status.reason ?? "no reason given"}`);
+    default:
+      // Durable in the work queue: it will become readable or be reported failed.
+      log.warn("upload still in progress when the PUT answered", { uploadId, via, state: status.state, waitedMs: waitMs });
+      gw.metrics.uploads.inc({ kind: "narinfo", outcome: "pending" });
+      rq.res.writeHead(200, { "Content-Type": "text/plain; charset=utf-8", "Content-Length": "0" }).end();
+  }
+};
+
+/**
+ * What the ingester needs from a narinfo. Sigs under our own key name are dropped: the gateway
+ * signs every narinfo it serves itself, and a client's copy of our signature (`nix store sign`
+ * re-PUTs what it read) is either that same signature or a forgery.
+ */
+export function uploadMetadata(info: NarInfo, ownKeyName: string): UploadMetadata {
+  return {
+    storePath: info.storePath,
+    narHash: formatHash(info.narHash, "nix32"),
+    narSize: info.narSize,
+    references: info.references,
+    deriver: info.deriver ?? null,
+    ca: info.ca ?? null,
+    sigs: info.sigs.filter((s) => s.slice(0, s.indexOf(":")) !== ownKeyName),
+    uploader: null,
+  };
+}

@@ -1,0 +1,46 @@
+// NARs uploaded by PUT /nar/<name> and waiting for their narinfo: KV `staged`, key
+// `nar.<name>` (the name as the client chose it — the narinfo's `URL: nar/<name>` points back to
+// it), value the object in `staging` that holds the bytes.
+import { escapeKey } from "../../shared/nats/subjects.ts";
+import type { Gateway } from "./context.ts";
+import { badRequest } from "./http-errors.ts";
+
+/** `<52 nix32 sha256>.nar[.ext]`: how every Nix names its uploads (FileHash + extension). */
+export const NAR_FILE_NAME = /^([0-9a-df-np-sv-z]{52})\.nar(?:\.[a-z0-9]{1,8})?$/;
+
+/** Names we accept for a NAR upload: one path segment of safe characters. */
+const NAR_NAME_CHARS = /^[A-Za-z0-9][A-Za-z0-9._+-]{0,199}$/;
+
+export function checkNarName(name: string): void {
+  if (!NAR_NAME_CHARS.test(name)) {
+    throw badRequest("nar.name", `invalid NAR name ${JSON.stringify(name.slice(0, 100))}: one path segment of letters, digits and . _ + - (at most 200)`);
+  }
+}
+
+export function stagedKey(name: string): string {
+  return `nar.${escapeKey(name)}`;
+}
+
+export interface StagedLookup {
+  object: string;
+  size: number;
+}
+
+/**
+ * The staged NAR named `name`, if its record exists and its object is still there (the chunker
+ * deletes the object once the path is indexed; the record then only expires).
+ */
+export async function findStaged(gw: Gateway, name: string): Promise<StagedLookup | null> {
+  if (!NAR_NAME_CHARS.test(name)) return null;
+  const staged = await gw.catalog.getStaged(stagedKey(name));
+  if (staged === null) return null;
+  const info = await gw.topology.staging.info(staged.object);
+  if (info === null || info.deleted) return null;
+  return { object: staged.object, size: info.size };
+}
+
+/** `nar/<name>` from a narinfo URL relative to the cache root; null for anything else. */
+export function narNameFromUrl(url: string): string | null {
+  const m = /^nar\/([^/?#]+)$/.exec(url);
+  return m ? m[1]! : null;
+}

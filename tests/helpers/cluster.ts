@@ -1,0 +1,120 @@
+// A whole single-machine nixcas for a test: its own nats-server (free port, temp store), the
+// topology, the ingester, chunker and indexer (via their start functions, as `nixcas up` runs
+// them) and the gateway on a free port, with a fresh signing key. `stop()` takes it all down;
+// register it with `after`/`t.after` so it also runs when a test fails.
+import type { NatsConnection } from "@nats-io/nats-core";
+import { loadConfig, type NixcasConfig } from "../../shared/config.ts";
+import { createLogger, type Logger } from "../../shared/log.ts";
+import { connectNats } from "../../shared/nats/connect.ts";
+import { ensureTopology, type Topology } from "../../shared/nats/topology.ts";
+import { formatPublicKey, generateSecretKey, publicKeyOf, type SecretKey } from "../../shared/signing.ts";
+import { startChunker } from "../../services/chunker/chunker.ts";
+import { startGateway, type RunningGateway } from "../../services/gateway/gateway.ts";
+import { startIndexer } from "../../services/indexer/indexer.ts";
+import { startIngester } from "../../services/ingester/ingester.ts";
+import { startNatsServer, type NatsServer } from "./nats-server.ts";
+
+export type PipelineService = "ingester" | "chunker" | "indexer";
+
+export interface ClusterOptions {
+  /** Environment variables on top of the test defaults (e.g. NIXCAS_PUSH_TOKEN). */
+  env?: Record<string, string>;
+  /** Pipeline services to start (default all three); the gateway always runs. */
+  services?: readonly PipelineService[];
+  keyName?: string;
+}
+
+export interface Cluster {
+  /** Gateway base URL, e.g. http://127.0.0.1:40123 */
+  url: string;
+  nats: NatsServer;
+  nc: NatsConnection;
+  topology: Topology;
+  config: NixcasConfig;
+  secretKey: SecretKey;
+  /** `name:base64`, for trusted-public-keys. */
+  publicKey: string;
+  gateway: RunningGateway;
+  /** Every log line of every service, as parsed JSON. */
+  logs: Array<Record<string, unknown>>;
+  /** Starts a pipeline service that is not running (e.g. after `stopService`). */
+  startService(name: PipelineService): Promise<void>;
+  stopService(name: PipelineService): Promise<void>;
+  stop(): Promise<void>;
+}
+
+/** Defaults that keep tests fast on a 2-core machine; any can be overridden with `env`. */
+const TEST_ENV: Record<string, string> = {
+  NIXCAS_HTTP_HOST: "127.0.0.1",
+  NIXCAS_HTTP_PORT: "0",
+  NIXCAS_PUT_WAIT_SECONDS: "60",
+  NIXCAS_ACK_WAIT_SECONDS: "10",
+  NIXCAS_MAX_DELIVER: "3",
+  NIXCAS_LOG_LEVEL: "debug",
+};
+
+export async function startCluster(options: ClusterOptions = {}): Promise<Cluster> {
+  const nats = await startNatsServer();
+  const stoppers: Array<() => Promise<void>> = [async () => nats.stop()];
+  const stopAll = async () => {
+    for (const s of stoppers.splice(0).reverse()) await s().catch(() => {});
+  };
+  try {
+    const config = loadConfig({ ...TEST_ENV, NATS_URL: nats.url, ...options.env });
+    const logs: Array<Record<string, unknown>> = [];
+    const echo = process.env.NIXCAS_TEST_LOG === "1";
+    const logger: Logger = createLogger({}, {
+      level: config.logLevel,
+      write: (line) => {
+        logs.push(JSON.parse(line) as Record<string, unknown>);
+        if (echo) process.stderr.write(line + "\n");
+      },
+    });
+    const nc = await connectNats({ servers: [nats.url], name: "nixcas-test", logger, reconnectTimeWaitMs: 100 });
+    stoppers.push(async () => {
+      await nc.drain().catch(() => nc.close());
+    });
+    const topology = await ensureTopology(nc, { replicas: config.replicas });
+    const secretKey = generateSecretKey(options.keyName ?? "nixcas-test-1");
+
+    const running = new Map<PipelineService, () => Promise<void>>();
+    const startService = async (name: PipelineService) => {
+      if (running.has(name)) return;
+      const deps = { topology, config, logger: logger.child({ service: name }) };
+      const service = name === "ingester" ? await startIngester(deps) : name === "chunker" ? await startChunker(deps) : await startIndexer(deps);
+      running.set(name, () => service.stop());
+    };
+    const stopService = async (name: PipelineService) => {
+      const stop = running.get(name);
+      running.delete(name);
+      await stop?.();
+    };
+    stoppers.push(async () => {
+      for (const name of ["ingester", "chunker", "indexer"] as const) await stopService(name).catch(() => {});
+    });
+    // Consumers first, producers last (as cli/all-in-one.ts).
+    for (const name of ["indexer", "chunker", "ingester"] as const) {
+      if ((options.services ?? ["ingester", "chunker", "indexer"]).includes(name)) await startService(name);
+    }
+    const gateway = await startGateway({ topology, config, logger, secretKey });
+    stoppers.push(() => gateway.stop(1_000));
+
+    return {
+      url: gateway.url,
+      nats,
+      nc,
+      topology,
+      config,
+      secretKey,
+      publicKey: formatPublicKey(publicKeyOf(secretKey)),
+      gateway,
+      logs,
+      startService,
+      stopService,
+      stop: stopAll,
+    };
+  } catch (err) {
+    await stopAll();
+    throw err;
+  }
+}
