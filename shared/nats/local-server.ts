@@ -1,56 +1,45 @@
 // A nats-server child process with JetStream and a store directory of our choosing: what
-// `nixcas up` runs when no NATS_URL is configured, and what the tests run instead of touching
-// whatever may listen on 4222. Waits until the server accepts connections; stops it cleanly.
-import { spawn, spawnSync } from "node:child_process";
+// `nixcas up` runs when no NATS_URL is configured, and what the tests run (through
+// tests/helpers/nats-server.ts) instead of touching whatever may listen on 4222.
+// Ready means "Server is ready" in its log, which comes after JetStream has recovered its
+// streams from the store dir — accepting TCP connections comes earlier than that.
+import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { mkdir } from "node:fs/promises";
-import { createConnection, createServer } from "node:net";
 import { NixcasError } from "../errors.ts";
 
-export interface LocalNatsServer {
-  url: string;
+export interface NatsServerProcess {
+  child: ChildProcess;
   port: number;
-  storeDir: string;
-  pid: number;
-  /** SIGTERM, then SIGKILL after a grace period; resolves once the process is gone. */
-  stop(): Promise<void>;
-  /** Kills the process at once (a crash), resolves once it is gone. */
-  kill(signal?: NodeJS.Signals): Promise<void>;
+  /** Resolves when the process has exited. */
+  exited: Promise<void>;
+  /** The server's log so far (for error messages and failing assertions). */
+  log(): string;
+  /** Sends `signal`, then SIGKILL after `graceMs`; resolves once the process is gone. */
+  terminate(signal: NodeJS.Signals, graceMs: number): Promise<void>;
 }
 
-export interface LocalNatsServerOptions {
-  storeDir: string;
-  host?: string;
-  /** 0 (default) picks a free port. */
-  port?: number;
+export interface LaunchOptions {
   binary?: string;
-  /** Lines the server prints go here (default: dropped). */
+  /** JetStream store directory; null runs without JetStream. */
+  storeDir: string | null;
+  host?: string;
+  /** -1 (default): the server picks a free port and we read it from its log. */
+  port?: number;
+  args?: string[];
   onLog?: (line: string) => void;
-  startTimeoutMs?: number;
+  readyTimeoutMs?: number;
 }
 
-/** Finds the nats-server binary: $NATS_SERVER_BIN, then PATH, then /usr/sbin (Debian installs it there). */
+/** Finds the nats-server binary: $NATS_SERVER_BIN, then PATH, then where Debian and others install it. */
 export function findNatsServerBinary(): string | null {
   const candidates = [process.env.NATS_SERVER_BIN, "nats-server", "/usr/sbin/nats-server", "/usr/local/bin/nats-server"];
   for (const candidate of candidates) {
-    if (!candidate) continue;
-    const probe = spawnSync(candidate, ["--version"], { encoding: "utf8" });
-    if (probe.status === 0) return candidate;
+    if (candidate && spawnSync(candidate, ["--version"]).status === 0) return candidate;
   }
   return null;
 }
 
-export async function freePort(host = "127.0.0.1"): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once("error", reject);
-    server.listen(0, host, () => {
-      const address = server.address();
-      server.close(() => (typeof address === "object" && address ? resolve(address.port) : reject(new Error("no port"))));
-    });
-  });
-}
-
-export async function startLocalNatsServer(options: LocalNatsServerOptions): Promise<LocalNatsServer> {
+export async function launchNatsServer(options: LaunchOptions): Promise<NatsServerProcess> {
   const binary = options.binary ?? findNatsServerBinary();
   if (!binary) {
     throw new NixcasError(
@@ -59,59 +48,71 @@ export async function startLocalNatsServer(options: LocalNatsServerOptions): Pro
         "or point NATS_URL at a running NATS server with JetStream.",
     );
   }
+  if (options.storeDir) await mkdir(options.storeDir, { recursive: true });
   const host = options.host ?? "127.0.0.1";
-  const port = options.port && options.port > 0 ? options.port : await freePort(host);
-  await mkdir(options.storeDir, { recursive: true });
-  const child = spawn(binary, ["-js", "-sd", options.storeDir, "-a", host, "-p", String(port)], {
-    stdio: ["ignore", "pipe", "pipe"],
-  });
-  const log = options.onLog ?? (() => {});
-  let output = "";
-  const collect = (data: Buffer) => {
-    const text = data.toString();
-    if (output.length < 8192) output += text;
-    for (const line of text.split("\n")) if (line) log(line);
-  };
-  child.stdout!.on("data", collect);
-  child.stderr!.on("data", collect);
+  const args = ["-a", host, "-p", String(options.port ?? -1), ...(options.storeDir ? ["-js", "-sd", options.storeDir] : []), ...(options.args ?? [])];
+  const child = spawn(binary, args, { stdio: ["ignore", "pipe", "pipe"] });
   const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
-
-  const deadline = Date.now() + (options.startTimeoutMs ?? 15_000);
-  while (!(await accepts(host, port))) {
-    if (child.exitCode !== null || child.signalCode !== null) {
-      throw new NixcasError("nats.server-exited", `nats-server exited during start-up (code ${child.exitCode}):\n${output.trim()}`);
-    }
-    if (Date.now() > deadline) {
+  let logText = "";
+  let port = options.port ?? -1;
+  const timeoutMs = options.readyTimeoutMs ?? 15_000;
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => {
       child.kill("SIGKILL");
-      throw new NixcasError("nats.server-timeout", `nats-server did not accept connections on ${host}:${port} in time:\n${output.trim()}`);
-    }
-    await new Promise((r) => setTimeout(r, 50));
-  }
-
-  const terminate = async (signal: NodeJS.Signals, graceMs: number) => {
-    if (child.exitCode !== null || child.signalCode !== null) return;
-    child.kill(signal);
-    const timer = setTimeout(() => child.kill("SIGKILL"), graceMs);
-    await exited;
-    clearTimeout(timer);
-  };
+      reject(new NixcasError("nats.server-timeout", `nats-server did not become ready within ${timeoutMs} ms:\n${logText.trim()}`));
+    }, timeoutMs);
+    const onData = (data: Buffer) => {
+      const text = data.toString("utf8");
+      if (logText.length < 1 << 20) logText += text;
+      for (const line of text.split("\n")) if (line) options.onLog?.(line);
+      const listening = /Listening for client connections on [^\s]*:(\d+)/.exec(logText);
+      if (listening) port = Number(listening[1]);
+      if (/Server is ready/.test(logText) && port > 0) {
+        clearTimeout(timer);
+        resolve();
+      }
+    };
+    child.stdout!.on("data", onData);
+    child.stderr!.on("data", onData);
+    child.once("error", (err) => {
+      clearTimeout(timer);
+      reject(new NixcasError("nats.server-spawn", `cannot start ${binary}: ${err.message}`));
+    });
+    child.once("exit", (code, signal) => {
+      clearTimeout(timer);
+      reject(new NixcasError("nats.server-exited", `nats-server exited during start-up (code ${code}, signal ${signal}):\n${logText.trim()}`));
+    });
+  });
   return {
-    url: `nats://${host}:${port}`,
+    child,
     port,
-    storeDir: options.storeDir,
-    pid: child.pid!,
-    stop: () => terminate("SIGTERM", 10_000),
-    kill: (signal = "SIGKILL") => terminate(signal, 0),
+    exited,
+    log: () => logText,
+    async terminate(signal, graceMs) {
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      child.kill(signal);
+      const timer = setTimeout(() => child.kill("SIGKILL"), graceMs);
+      await exited;
+      clearTimeout(timer);
+    },
   };
 }
 
-function accepts(host: string, port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const socket = createConnection({ host, port });
-    socket.once("connect", () => {
-      socket.destroy();
-      resolve(true);
-    });
-    socket.once("error", () => resolve(false));
-  });
+export interface LocalNatsServer {
+  url: string;
+  port: number;
+  storeDir: string;
+  /** SIGTERM (JetStream flushes), then SIGKILL after 10 s; resolves once the process is gone. */
+  stop(): Promise<void>;
+}
+
+/** The server `nixcas up` runs: JetStream, loopback only, a free port. */
+export async function startLocalNatsServer(options: { storeDir: string; onLog?: (line: string) => void }): Promise<LocalNatsServer> {
+  const server = await launchNatsServer({ storeDir: options.storeDir, onLog: options.onLog });
+  return {
+    url: `nats://127.0.0.1:${server.port}`,
+    port: server.port,
+    storeDir: options.storeDir,
+    stop: () => server.terminate("SIGTERM", 10_000),
+  };
 }

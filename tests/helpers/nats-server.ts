@@ -2,11 +2,12 @@
 // and its own JetStream store dir, started fresh and stopped by the test. `kill()` simulates a
 // crash (SIGKILL: nothing flushed); `restart()` comes back on the same port and store dir, so
 // connected clients reconnect by themselves and durable state can be checked.
-import { spawn, type ChildProcess } from "node:child_process";
+import type { ChildProcess } from "node:child_process";
 import { rmSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { launchNatsServer, type NatsServerProcess } from "../../shared/nats/local-server.ts";
 
 export const NATS_SERVER_BINARY = process.env.NIXCAS_TEST_NATS_SERVER ?? "/usr/sbin/nats-server";
 
@@ -34,8 +35,6 @@ export interface NatsServer {
   log(): string;
 }
 
-const READY_TIMEOUT_MS = 15_000;
-
 // Children still running when the test process exits (a failed test that skipped its `after`,
 // or a run interrupted by a signal) would outlive it: kill them synchronously, remove temp dirs.
 const running = new Set<ChildProcess>();
@@ -58,57 +57,30 @@ export async function startNatsServer(options: NatsServerOptions = {}): Promise<
   const storeDir = options.storeDir ?? (await mkdtemp(join(tmpdir(), "nixcas-nats-")));
   if (ownStoreDir) tempDirs.add(storeDir);
   let port = options.port ?? -1;
-  let child: ChildProcess | null = null;
-  let logText = "";
   let stopped = false;
 
+  let current: NatsServerProcess | null = null;
+  let earlierLogs = "";
+
   const launch = async (): Promise<void> => {
-    const args = ["-a", "127.0.0.1", "-p", String(port), ...(jetstream ? ["-js", "-sd", storeDir] : []), ...(options.args ?? [])];
-    const proc = spawn(NATS_SERVER_BINARY, args, { stdio: ["ignore", "pipe", "pipe"] });
-    child = proc;
-    running.add(proc);
-    const exited = new Promise<void>((resolve) => proc.once("exit", () => resolve()));
-    proc.once("exit", () => running.delete(proc));
-    (proc as ChildProcess & { exitedPromise?: Promise<void> }).exitedPromise = exited;
-    await new Promise<void>((resolve, reject) => {
-      let buffered = "";
-      const timer = setTimeout(() => {
-        proc.kill("SIGKILL");
-        reject(new Error(`nats-server did not become ready within ${READY_TIMEOUT_MS} ms:\n${logText}`));
-      }, READY_TIMEOUT_MS);
-      const onData = (data: Buffer) => {
-        const text = data.toString("utf8");
-        logText += text;
-        buffered += text;
-        const listening = /Listening for client connections on [^\s]*:(\d+)/.exec(buffered);
-        if (listening) port = Number(listening[1]);
-        // "Server is ready" comes after JetStream has recovered its streams from the store dir.
-        if (/Server is ready/.test(buffered) && port > 0) {
-          clearTimeout(timer);
-          resolve();
-        }
-      };
-      proc.stdout!.on("data", onData);
-      proc.stderr!.on("data", onData);
-      proc.once("error", (err) => {
-        clearTimeout(timer);
-        reject(new Error(`cannot start ${NATS_SERVER_BINARY}: ${err.message}`));
-      });
-      proc.once("exit", (code, signal) => {
-        clearTimeout(timer);
-        reject(new Error(`nats-server exited during start (code ${code}, signal ${signal}):\n${logText}`));
-      });
+    const proc = await launchNatsServer({
+      binary: NATS_SERVER_BINARY,
+      storeDir: jetstream ? storeDir : null,
+      port,
+      args: options.args,
     });
+    current = proc;
+    port = proc.port;
+    running.add(proc.child);
+    proc.child.once("exit", () => running.delete(proc.child));
   };
 
   const terminate = async (signal: NodeJS.Signals): Promise<void> => {
-    const proc = child as (ChildProcess & { exitedPromise?: Promise<void> }) | null;
-    child = null;
-    if (!proc || proc.exitCode !== null || proc.signalCode !== null) return;
-    proc.kill(signal);
-    const timer = setTimeout(() => proc.kill("SIGKILL"), 5_000);
-    await proc.exitedPromise;
-    clearTimeout(timer);
+    const proc = current;
+    current = null;
+    if (!proc) return;
+    earlierLogs += proc.log();
+    await proc.terminate(signal, signal === "SIGKILL" ? 0 : 5_000);
   };
 
   await launch();
@@ -133,7 +105,7 @@ export async function startNatsServer(options: NatsServerOptions = {}): Promise<
       await terminate("SIGTERM");
       await launch();
     },
-    log: () => logText,
+    log: () => earlierLogs + (current?.log() ?? ""),
   };
   return server;
 }
