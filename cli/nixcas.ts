@@ -6,6 +6,7 @@ import { NixcasError } from "../shared/errors.ts";
 
 const COMMANDS: Record<string, { file: string; summary: string }> = {
   up: { file: "./commands/up.ts", summary: "run every service in one process (starts a local nats-server when NATS_URL is unset)" },
+  push: { file: "./commands/push.ts", summary: "push [--store S] [--no-closure] [--jobs N] <paths…>: upload paths and their closure over NATS (only missing chunks)" },
   nar: { file: "./commands/nar.ts", summary: "nar dump <path> | nar ls <file.nar>" },
   chunk: { file: "./commands/chunk.ts", summary: "chunk <file> [--min N --avg N --max N]: one JSON line per chunk" },
   key: { file: "./commands/key.ts", summary: "key generate <name> [--secret-file F] | key public <file>: Nix signing keys" },
