@@ -20,7 +20,9 @@ import { SUBJECTS } from "../../shared/nats/subjects.ts";
 import type { Topology } from "../../shared/nats/topology.ts";
 import { markUploadFailed, permanent } from "../../shared/nats/upload-events.ts";
 import { setUploadStatus } from "../../shared/nats/uploads.ts";
+import { startMicroservice } from "../../shared/nats/service.ts";
 import { runWorkQueue } from "../../shared/nats/work-queue.ts";
+import { NIXCAS_VERSION } from "../../shared/version.ts";
 import { decodeIngestWorkItem, encodeIndexWorkItem, type IndexWorkItem, type IngestWorkItem } from "../../shared/nats/work-items.ts";
 import { storeNar } from "./chunk-nar.ts";
 import { readStagedObject, stagedObjectInfo } from "./staged-source.ts";
@@ -111,10 +113,20 @@ export async function startChunker(deps: ChunkerDeps): Promise<{ stop(): Promise
     throw err;
   }
   const r = runner;
+  // Registered as a NATS microservice too, so `$SRV.PING`/`$SRV.STATS` discover every chunker
+  // replica; its one endpoint reports what this replica has done.
+  const service = await startMicroservice(topology.nc, {
+    name: "nixcas-chunker",
+    version: NIXCAS_VERSION,
+    description: "cuts NARs from INGEST into content-addressed blocks and hands them to INDEX",
+    endpoints: [{ name: "stats", subject: SUBJECTS.chunkerStats, handler: async () => ({ ...stats }) }],
+    logger,
+  });
   logger.info("chunker started", { concurrency: config.chunkerConcurrency, chunking: config.chunking });
   return {
     stats,
     stop: async () => {
+      await service.stop();
       await r.stop();
       await pool.close();
     },

@@ -11,8 +11,8 @@ import { runWorkQueue } from "../../shared/nats/work-queue.ts";
 import { decodeIndexWorkItem, type IndexWorkItem } from "../../shared/nats/work-items.ts";
 import { indexPath, type IndexDeps } from "./index-path.ts";
 import { QUERY_SUBJECTS, hasPaths, lookup, missingChunks, type QueryDeps } from "./queries.ts";
+import { NIXCAS_VERSION } from "../../shared/version.ts";
 
-export const INDEXER_VERSION = "0.1.0";
 
 export interface IndexerDeps {
   topology: Topology;
@@ -45,7 +45,7 @@ export async function startIndexer(deps: IndexerDeps): Promise<{ stop(): Promise
   try {
     service = await startMicroservice(topology.nc, {
       name: "nixcas-indexer",
-      version: INDEXER_VERSION,
+      version: NIXCAS_VERSION,
       description: "indexes chunked NARs and answers what the cache has",
       endpoints: [
         { name: "has-paths", subject: QUERY_SUBJECTS.hasPaths, handler: (req) => hasPaths(req.data, queryDeps) },

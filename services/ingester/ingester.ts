@@ -20,8 +20,8 @@ import type { Topology } from "../../shared/nats/topology.ts";
 import { setUploadStatus } from "../../shared/nats/uploads.ts";
 import { encodeIndexWorkItem, encodeIngestWorkItem, type IndexWorkItem, type IngestWorkItem } from "../../shared/nats/work-items.ts";
 import { validateUploadMetadata, type ValidationRules } from "./validate.ts";
+import { NIXCAS_VERSION } from "../../shared/version.ts";
 
-export const INGESTER_VERSION = "0.1.0";
 
 export interface IngesterDeps {
   topology: Topology;
@@ -39,7 +39,7 @@ export async function startIngester(deps: IngesterDeps): Promise<{ stop(): Promi
   const blocks = new BlockStore(topology, { logger });
   const service = await startMicroservice(topology.nc, {
     name: "nixcas-ingester",
-    version: INGESTER_VERSION,
+    version: NIXCAS_VERSION,
     description: "validates uploads and queues them for chunking and indexing",
     endpoints: [
       { name: "nar", subject: SUBJECTS.ingestNar, handler: (req) => ingestNar(req.data, { topology, rules, logger }) },

@@ -42,6 +42,10 @@ export const SUBJECTS = {
   ingestManifest: "nixcas.ingest.manifest",
   /** Prefix of the indexer's queries: `.has-paths`, `.missing-chunks`, `.lookup`. */
   indexQuery: "nixcas.index",
+  /** Each chunker replica's counters (a `$SRV` endpoint, queue group: any replica answers). */
+  chunkerStats: "nixcas.chunker.stats",
+  /** Each gateway replica's counters. */
+  gatewayStats: "nixcas.gateway.stats",
   deadLetterFilter: "nixcas.deadletter.>",
   deadLetter: (stream: string): string => `nixcas.deadletter.${stream}`,
   eventsFilter: "nixcas.events.>",

@@ -38,3 +38,9 @@ test("the README's configuration table is the one the code generates", async () 
   const readme = await readFile(new URL("../../README.md", import.meta.url), "utf8");
   assert.ok(readme.includes(configMarkdown()), "README.md is stale: regenerate it with `nixcas config --markdown`");
 });
+
+test("services announce the package's version", async () => {
+  const { NIXCAS_VERSION } = await import("../../shared/version.ts");
+  const pkg = JSON.parse(await readFile(new URL("../../package.json", import.meta.url), "utf8")) as { version: string };
+  assert.equal(NIXCAS_VERSION, pkg.version);
+});
