@@ -2,7 +2,9 @@
 // streams: the chunker reads staged NARs of any size through here, so nothing is buffered
 // beyond the decoder's own window.
 //
-// zstd, gzip and br use node:zlib. xz, bzip2, lzma, lzip and lz4 have no decoder in Node:
+// zstd goes through shared/zstd-stream.ts (node:zlib one frame at a time: node:zlib alone stops
+// after the first frame of a multi-frame stream, which Nix's parallel-compression writes).
+// gzip and br use node:zlib. xz, bzip2, lzma, lzip and lz4 have no decoder in Node:
 // they are piped through the system tool (`xz -dc`, …), which is what Nix's own libarchive
 // would run the same formats through; a tool that is not installed makes its compression
 // unsupported (the error lists what is). The subprocess is killed when the consumer stops early.
@@ -24,6 +26,7 @@ import { delimiter, join } from "node:path";
 import { Readable, Writable, pipeline } from "node:stream";
 import * as zlib from "node:zlib";
 import { FormatError, NixcasError } from "./errors.ts";
+import { decompressZstdStream } from "./zstd-stream.ts";
 
 export interface DecompressLimits {
   /** Largest decompressed output accepted; one byte more is a FormatError (decompress.too-large). */
@@ -32,7 +35,8 @@ export interface DecompressLimits {
 
 type Decoder =
   | { kind: "identity" }
-  | { kind: "zlib"; create: () => zlib.ZstdDecompress | zlib.Gunzip | zlib.BrotliDecompress }
+  | { kind: "zlib"; create: () => zlib.Gunzip | zlib.BrotliDecompress }
+  | { kind: "stream"; decode: (source: AsyncIterable<Uint8Array>, maxOutputBytes: number) => AsyncIterable<Uint8Array> }
   | { kind: "tool"; command: string; args: string[] };
 
 /** How each format's data starts; formats without a reliable magic number are not sniffed. */
@@ -76,7 +80,7 @@ function toolDecoder(tool: string, args: string[]): Decoder | null {
 const DECODERS: ReadonlyMap<string, Decoder> = (() => {
   const table: Array<[string, Decoder | null]> = [
     ["none", { kind: "identity" }],
-    ["zstd", { kind: "zlib", create: () => zlib.createZstdDecompress() }],
+    ["zstd", { kind: "stream", decode: (source, maxOutputBytes) => decompressZstdStream(source, { maxOutputBytes }) }],
     ["gzip", { kind: "zlib", create: () => zlib.createGunzip() }],
     ["br", { kind: "zlib", create: () => zlib.createBrotliDecompress() }],
     ["xz", toolDecoder("xz", ["-dc", "--format=xz"])],
@@ -149,6 +153,20 @@ async function* decodeTracked(tracked: TrackedSource, compression: string, decod
       }
       return;
     }
+    case "stream": {
+      // The decoder enforces the limit itself; counted here too so every kind ends the same way.
+      let total = 0;
+      try {
+        for await (const chunk of decoder.decode(tracked, max)) {
+          total += chunk.length;
+          limit(total);
+          yield chunk;
+        }
+      } catch (err) {
+        throw tracked.error ?? decoderError(err, compression, compression);
+      }
+      return;
+    }
     case "zlib":
       yield* decodeZlib(tracked, compression, decoder.create(), limit);
       return;
@@ -161,7 +179,7 @@ async function* decodeTracked(tracked: TrackedSource, compression: string, decod
 async function* decodeZlib(
   tracked: TrackedSource,
   compression: string,
-  transform: zlib.ZstdDecompress | zlib.Gunzip | zlib.BrotliDecompress,
+  transform: zlib.Gunzip | zlib.BrotliDecompress,
   limit: (total: number) => void,
 ): AsyncGenerator<Uint8Array> {
   const input = Readable.from(tracked);

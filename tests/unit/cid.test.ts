@@ -18,7 +18,7 @@ import { FormatError } from "../../shared/errors.ts";
 import { parseHash } from "../../shared/hash.ts";
 import { chunkLengths } from "../../shared/fastcdc.ts";
 
-const IMAGE = readFileSync(new URL("../../../shared/testdata/fastcdc/SekienAkashita.jpg", import.meta.url));
+const IMAGE = readFileSync(new URL("../fixtures/fastcdc/SekienAkashita.jpg", import.meta.url));
 
 /** RFC 4648 base32, lower case, no padding: multibase 'b', written here rather than trusted. */
 function base32(bytes: Uint8Array): string {

@@ -53,6 +53,26 @@ for (const compression of SUPPORTED_COMPRESSIONS) {
   });
 }
 
+test("zstd: a multi-frame stream (parallel-compression, pzstd, our own .nar.zst) decodes to the concatenated content", async () => {
+  // Cut the NAR in three and compress each part as its own frame, with a skippable frame between:
+  // node:zlib alone would return the first part only.
+  const cuts = [0, 1000, 250_000, nar.length];
+  const frames: Uint8Array[] = [];
+  for (let i = 0; i < 3; i++) frames.push(new Uint8Array(zstdCompressSync(nar.subarray(cuts[i], cuts[i + 1]))));
+  frames.splice(1, 0, Uint8Array.of(0x5e, 0x2a, 0x4d, 0x18, 2, 0, 0, 0, 0xaa, 0xbb));
+  const encoded = Buffer.concat(frames);
+  for (const pieces of [[1, 7, 5000, 3], [encoded.length]]) {
+    const out = await collectBytes(decompressStream(inPieces(encoded, pieces), "zstd", { maxOutputBytes: nar.length }));
+    assert.deepEqual(Buffer.from(out), Buffer.from(nar));
+  }
+  // And a stream that ends inside its last frame is refused, not decoded short.
+  await assert.rejects(collectBytes(decompressStream(inPieces(encoded.subarray(0, encoded.length - 1), 4096), "zstd", { maxOutputBytes: 1 << 30 })), (err: unknown) => {
+    assert.ok(err instanceof FormatError);
+    assert.equal(err.code, "decompress.corrupt");
+    return true;
+  });
+});
+
 test("unknown compression names the supported ones", () => {
   assert.throws(() => decompressStream(inPieces(nar, 100), "lzop", { maxOutputBytes: 1 }), (err: unknown) => {
     assert.ok(err instanceof FormatError);

@@ -18,7 +18,7 @@ import {
 } from "../../shared/fastcdc.ts";
 import { GEAR, MASKS, seededGear } from "../../shared/gear-table.ts";
 
-const IMAGE = readFileSync(new URL("../../../shared/testdata/fastcdc/SekienAkashita.jpg", import.meta.url));
+const IMAGE = readFileSync(new URL("../fixtures/fastcdc/SekienAkashita.jpg", import.meta.url));
 
 // The table of ../shared/testdata/fastcdc/README.md, row by row. Hashes are compared as BigInt,
 // all 64 bits.
@@ -271,7 +271,7 @@ test("invalid options are a ConfigError that says what is wrong", () => {
 
 test("nixcas chunk prints one JSON line per chunk; bad options are a usage error (exit 2)", async () => {
   const cli = fileURLToPath(new URL("../../cli/nixcas.ts", import.meta.url));
-  const image = fileURLToPath(new URL("../../../shared/testdata/fastcdc/SekienAkashita.jpg", import.meta.url));
+  const image = fileURLToPath(new URL("../fixtures/fastcdc/SekienAkashita.jpg", import.meta.url));
   const nixcas = (args: string[]) =>
     new Promise<{ code: number; stdout: string; stderr: string }>((resolve) => {
       execFile(process.execPath, [cli, "chunk", ...args], (err, stdout, stderr) => {
