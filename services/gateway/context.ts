@@ -14,6 +14,7 @@ import type { BlockLoader } from "./block-loader.ts";
 import type { ReadBudget } from "./chunk-reader.ts";
 import type { GatewayMetrics } from "./metrics.ts";
 import type { NarInfoRenderer } from "./narinfo-render.ts";
+import type { PendingFileRecords } from "./uploaded-files.ts";
 
 export interface Gateway {
   config: NixcasConfig;
@@ -29,6 +30,8 @@ export interface Gateway {
   metrics: GatewayMetrics;
   logger: Logger;
   authorizePush: PushAuthorizer;
+  /** Uploads that were still running when their narinfo PUT answered: their file names are recorded when done. */
+  pendingFiles: PendingFileRecords;
 }
 
 export interface GatewayRequest {

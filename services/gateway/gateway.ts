@@ -21,6 +21,7 @@ import { createGatewayMetrics, type GatewayMetrics } from "./metrics.ts";
 import { NarInfoRenderer } from "./narinfo-render.ts";
 import { deferContinue } from "./request-body.ts";
 import { matchRoute } from "./routes.ts";
+import { PendingFileRecords } from "./uploaded-files.ts";
 
 export interface GatewayDeps {
   topology: Topology;
@@ -54,10 +55,12 @@ export async function startGateway(deps: GatewayDeps): Promise<RunningGateway> {
   const hotCache = new HotCache(config.hotCacheBytes);
   const metrics = createGatewayMetrics(hotCache);
   const blocks = new BlockStore(topology, { logger, maxReadBytesInFlight: READ_BYTES_IN_FLIGHT });
+  const catalog = new Catalog(topology);
+  const pendingFiles = new PendingFileRecords(topology, catalog, logger);
   const gw: Gateway = {
     config,
     topology,
-    catalog: new Catalog(topology),
+    catalog,
     blocks,
     ingest: new IngestClient(topology),
     loader: new BlockLoader(blocks, hotCache, metrics, logger),
@@ -67,6 +70,7 @@ export async function startGateway(deps: GatewayDeps): Promise<RunningGateway> {
     metrics,
     logger,
     authorizePush: createPushAuthorizer(config.pushToken),
+    pendingFiles,
   };
 
   const server = createServer({
@@ -107,6 +111,7 @@ export async function startGateway(deps: GatewayDeps): Promise<RunningGateway> {
       const timer = setTimeout(() => server.closeAllConnections(), graceMs);
       await closed;
       clearTimeout(timer);
+      await pendingFiles.stop();
       logger.info("gateway stopped");
     },
   };

@@ -19,7 +19,7 @@ import { readChunks } from "./chunk-reader.ts";
 import type { Gateway, GatewayRequest, Handler } from "./context.ts";
 import { HttpError, badRequest, notFound } from "./http-errors.ts";
 import { write } from "./manifest-stream.ts";
-import { serveNarFromManifest } from "./nar-route.ts";
+import { serveNarFromManifest } from "./nar-serve.ts";
 
 const RAW = "application/vnd.ipld.raw";
 const CAR = "application/vnd.ipld.car";
@@ -74,7 +74,7 @@ async function serveRaw(gw: Gateway, rq: GatewayRequest, cid: CID): Promise<void
     const root = await gw.catalog.manifestForNar(narHash);
     if (root !== null) {
       rq.res.setHeader("X-Content-Type-Options", "nosniff");
-      await serveNarFromManifest(gw, rq, root, narHash, "nar", RAW);
+      await serveNarFromManifest(gw, rq, root, narHash, "nar", { contentType: RAW });
       return;
     }
   }

@@ -29,15 +29,55 @@ export async function loadManifest(gw: Gateway, root: CID): Promise<Manifest> {
   return decodeManifest(await gw.loader.bytes(root), root);
 }
 
+/**
+ * Streams the manifest's bytes into the response and ends it. `expectedLength`: the body length
+ * already promised in Content-Length; the stream is cut (IntegrityError) rather than send more or
+ * fewer bytes than that.
+ */
 export async function streamManifest(
   gw: Gateway,
   rq: GatewayRequest,
   root: CID,
-  options: { mode: "frames" | "bytes"; range?: ByteRange },
+  options: { mode: "frames" | "bytes"; range?: ByteRange; expectedLength?: number },
 ): Promise<void> {
   const { res, signal } = rq;
-  const range = options.range;
+  const expected = options.expectedLength;
   let sent = 0;
+  try {
+    for await (const piece of manifestPieces(gw, rq, root, options)) {
+      if (signal.aborted) return;
+      if (expected !== undefined && sent + piece.length > expected) throw lengthMismatch(root, expected, `more than ${sent + piece.length}`);
+      if (piece.length > 0) await write(res, piece, signal);
+      sent += piece.length;
+    }
+    if (signal.aborted) return;
+    if (expected !== undefined && sent !== expected) throw lengthMismatch(root, expected, String(sent));
+    res.end();
+  } catch (err) {
+    if (err instanceof IntegrityError && err.code === "nar.length-mismatch") gw.metrics.integrityErrors.inc({ route: rq.route });
+    throw err;
+  } finally {
+    gw.metrics.bytesServed.inc({ route: rq.route }, sent);
+  }
+}
+
+function lengthMismatch(root: CID, expected: number, actual: string): IntegrityError {
+  return new IntegrityError("nar.length-mismatch", `manifest ${root}: the stored frames add up to ${actual} bytes, ${expected} were recorded (and promised in Content-Length)`);
+}
+
+/**
+ * The pieces of the bytes a manifest describes, in order, each verified before it is yielded:
+ * stored frames ("frames") or decompressed chunks ("bytes", optionally a byte range). Stops
+ * without error when `rq.signal` aborts.
+ */
+export async function* manifestPieces(
+  gw: Gateway,
+  rq: GatewayRequest,
+  root: CID,
+  options: { mode: "frames" | "bytes"; range?: ByteRange },
+): AsyncGenerator<Uint8Array> {
+  const { signal } = rq;
+  const range = options.range;
   try {
     const chunks = walkManifest(root, (cid) => gw.loader.bytes(cid), range ? { from: range.start } : {});
     for await (const { chunk, block } of readChunks(chunks, gw.loader, undefined, signal, gw.readBudget)) {
@@ -54,16 +94,12 @@ export async function streamManifest(
           piece = piece.subarray(from, to);
         }
       }
-      if (piece.length > 0) await write(res, piece, signal);
-      sent += piece.length;
+      yield piece;
       if (range && chunk.offset + chunk.size > range.end) break;
     }
-    if (!signal.aborted) res.end();
   } catch (err) {
     if (err instanceof IntegrityError) gw.metrics.integrityErrors.inc({ route: rq.route });
     throw err;
-  } finally {
-    gw.metrics.bytesServed.inc({ route: rq.route }, sent);
   }
 }
 

@@ -102,6 +102,8 @@ export interface GatewayMetrics {
   integrityErrors: Counter;
   /** Internal errors that a PUT answered with 400 instead of 5xx (labels: route). */
   uploadInternalErrors: Counter;
+  /** Downloads of NARs under a name a client uploaded (KV `files`), by compression served. */
+  uploadedFileDownloads: Counter;
 }
 
 export function createGatewayMetrics(hotCache: { bytes: number; entries: number; capacity: number }): GatewayMetrics {
@@ -118,6 +120,10 @@ export function createGatewayMetrics(hotCache: { bytes: number; entries: number;
     uploadInternalErrors: registry.counter(
       "nixcas_gateway_upload_internal_errors_total",
       "Internal errors during uploads, answered with 400 because Nix mishandles 5xx on PUT.",
+    ),
+    uploadedFileDownloads: registry.counter(
+      "nixcas_gateway_uploaded_file_downloads_total",
+      "NAR downloads under a file name a client uploaded (its own cached narinfo), by the compression served.",
     ),
   };
   // Unlabelled counters are exposed from the start, so a rate() has a first sample of 0.

@@ -1,16 +1,21 @@
 // PUT /<hash32>.narinfo: commits an upload. Parsed strictly (400 with the parser's message),
 // checked against the URL and our store dir, then handed to the ingester with its NAR:
-//   - a NAR with this NarHash is already stored (KV `nars`) → `submitManifest` with its root: no
+//   - the NAR its `URL:` names is staged (the client sent it: PUT nar/… before) →
+//     `submitStaged` with the narinfo's Compression (never inferred from the extension, §6.2).
+//     Also when a NAR with this NarHash is stored already: the chunker then checks that this
+//     file really is that NAR (its blocks dedup), which is what lets the file's name be recorded;
+//   - else a NAR with this NarHash is stored (KV `nars`) → `submitManifest` with its root: no
 //     bytes needed. This is `nix store sign` re-PUTting a narinfo with one more Sig (the indexer
-//     merges sigs), `compression=none` uploads that Nix skipped after our HEAD said 200, and a
-//     second path with the same contents;
-//   - else the NAR its `URL:` names must be staged (PUT nar/… before) → `submitStaged` with the
-//     narinfo's Compression (never inferred from the extension, §6.2);
+//     merges sigs), uploads that Nix skipped after our HEAD said 200 (`compression=none`, or a
+//     file name recorded in KV `files`), and a second path with the same contents;
 //   - else 400: Nix always sends the NAR first, so this is a broken client.
 // Then it waits (at most NIXCAS_PUT_WAIT_SECONDS) for the outcome: done → 204; failed → 400 with
 // the pipeline's reason (hash mismatch, bad NAR…); still running → 200 and a log line: the upload
 // is durable in the work queue and will become readable or be reported failed. Never 202 or
 // 5xx (Nix < 2.34 retries those with an empty body and hangs, §7.3).
+//
+// A staged upload that is done records its file name in KV `files` (uploaded-files.ts), so the
+// uploader's own cached narinfo keeps working and its next upload of the same file is skipped.
 import { formatHash } from "../../shared/hash.ts";
 import { NARINFO_MAX_BYTES, parseNarInfo, type NarInfo } from "../../shared/narinfo.ts";
 import type { UploadMetadata } from "../../shared/nats/work-items.ts";
@@ -20,6 +25,7 @@ import type { Handler } from "./context.ts";
 import { badRequest } from "./http-errors.ts";
 import { collect, decodedBody } from "./request-body.ts";
 import { findStaged, narNameFromUrl } from "./staged-nars.ts";
+import { recordableName, recordUploadedFile } from "./uploaded-files.ts";
 
 /** Nix gives up on a response after 300 s without a byte (curl low-speed limit): stay well inside. */
 const ANSWER_WITHIN_MS = 280_000;
@@ -46,30 +52,33 @@ export const putNarInfo: Handler = async (gw, rq) => {
   const log = rq.log.child({ storePath: info.storePath });
 
   const narHash32 = encodeNixBase32(info.narHash.digest);
-  const stored = await gw.catalog.manifestForNar(narHash32);
+  const name = narNameFromUrl(info.url);
+  const staged = name === null ? null : await findStaged(gw, name);
   let uploadId: string;
   let via: "manifest" | "staged";
-  if (stored !== null) {
-    ({ uploadId } = await gw.ingest.submitManifest(meta, stored));
-    via = "manifest";
+  if (staged !== null) {
+    ({ uploadId } = await gw.ingest.submitStaged(meta, { object: staged.object, compression: info.compression }));
+    via = "staged";
   } else {
-    const name = narNameFromUrl(info.url);
-    const staged = name === null ? null : await findStaged(gw, name);
-    if (staged === null) {
+    const stored = await gw.catalog.manifestForNar(narHash32);
+    if (stored === null) {
       throw badRequest(
         "narinfo.nar-missing",
         `narinfo for ${info.storePath}: its NAR ${info.url} has not been uploaded (PUT it first) and no NAR with NarHash sha256:${narHash32} is stored`,
       );
     }
-    ({ uploadId } = await gw.ingest.submitStaged(meta, { object: staged.object, compression: info.compression }));
-    via = "staged";
+    ({ uploadId } = await gw.ingest.submitManifest(meta, stored));
+    via = "manifest";
   }
+  // Only a file the chunker has read can be recorded under its name (uploaded-files.ts).
+  const fileName = via === "staged" ? recordableName(info) : null;
 
   const waitMs = Math.max(0, Math.min(gw.config.putWaitSeconds * 1000, ANSWER_WITHIN_MS - (Date.now() - started)));
   const status = await gw.ingest.waitFor(uploadId, waitMs);
   switch (status.state) {
     case "done":
-      log.info("upload done", { uploadId, via, ms: Date.now() - started });
+      if (fileName !== null) await recordUploadedFile(gw.catalog, fileName, info);
+      log.info("upload done", { uploadId, via, ms: Date.now() - started, ...(fileName !== null ? { fileName } : {}) });
       gw.metrics.uploads.inc({ kind: "narinfo", outcome: "done" });
       rq.res.writeHead(204).end();
       return;
@@ -80,6 +89,7 @@ export const putNarInfo: Handler = async (gw, rq) => {
     default:
       // Durable in the work queue: it will become readable or be reported failed.
       log.warn("upload still in progress when the PUT answered", { uploadId, via, state: status.state, waitedMs: waitMs });
+      if (fileName !== null) gw.pendingFiles.follow(uploadId, fileName, info);
       gw.metrics.uploads.inc({ kind: "narinfo", outcome: "pending" });
       rq.res.writeHead(200, { "Content-Type": "text/plain; charset=utf-8", "Content-Length": "0" }).end();
   }

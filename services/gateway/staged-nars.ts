@@ -17,6 +17,11 @@ export function checkNarName(name: string): void {
   }
 }
 
+/** Whether `name` could be a NAR name we accepted (one safe path segment). */
+export function isNarName(name: string): boolean {
+  return NAR_NAME_CHARS.test(name);
+}
+
 export function stagedKey(name: string): string {
   return `nar.${escapeKey(name)}`;
 }

@@ -1,10 +1,12 @@
 // Indexing one chunked NAR: the step that makes a store path visible. Nothing is advertised
 // before every byte it needs is durable, so the order is fixed:
-//   1. walk the manifest: every interior node is loaded (and verified), every chunk is checked
-//      present — for pre-chunked uploads every chunk is re-read and the NAR verified (hash,
-//      size, structure) and its `.ls` built, since nobody else has looked at those bytes
-//   2. the PathInfo node as a block
-//   3. KV `nars` (NAR hash → manifest) and `listings`
+//   1. walk the manifest: every interior node is loaded (and verified), every chunk's stored
+//      frame is read (present?) and hashed in order — the sha256 and length of the `.nar.zst`
+//      file, served as FileHash/FileSize; for pre-chunked uploads every chunk is also verified
+//      and the NAR checked (hash, size, structure) and its `.ls` built, since nobody else has
+//      looked at those bytes
+//   2. KV `nars` (NAR hash → manifest, `.nar.zst` hash and size), unless the NAR is known
+//   3. the PathInfo node as a block, KV `listings`
 //   4. KV `paths` — last
 //   5. status `done`, event `nixcas.events.path.added.<hashPart>`
 // Each step is idempotent; a redelivery repeats them all. A path that is already indexed with
@@ -14,14 +16,14 @@ import { CID } from "multiformats/cid";
 import { FormatError, IntegrityError, NixcasError } from "../../shared/errors.ts";
 import { parseHash, formatDigest, sha256Hash } from "../../shared/hash.ts";
 import type { Logger } from "../../shared/log.ts";
-import { walkManifest, type Manifest, type ManifestNode } from "../../shared/manifest.ts";
+import type { Manifest, ManifestChunk, ManifestNode } from "../../shared/manifest.ts";
 import { NarListingBuilder, formatNarListing } from "../../shared/nar-listing.ts";
 import { NarParser } from "../../shared/nar.ts";
 import { encodePathInfo, type PathInfo } from "../../shared/path-info.ts";
 import { compareBytes, parseStorePath } from "../../shared/store-path.ts";
 import { compressChunk } from "../../shared/zstd.ts";
 import { putBlob } from "../../shared/nats/blob-store.ts";
-import type { BlockStore } from "../../shared/nats/block-store.ts";
+import { verifyFrame, type BlockFrame, type BlockStore } from "../../shared/nats/block-store.ts";
 import type { Catalog } from "../../shared/nats/catalog.ts";
 import type { Topology } from "../../shared/nats/topology.ts";
 import { publishPathAdded } from "../../shared/nats/upload-events.ts";
@@ -29,6 +31,7 @@ import { setUploadStatus } from "../../shared/nats/uploads.ts";
 import { PermanentError } from "../../shared/nats/work-queue.ts";
 import { permanent } from "../../shared/nats/upload-events.ts";
 import type { IndexWorkItem } from "../../shared/nats/work-items.ts";
+import { scanStoredFrames, type ZstFile } from "./stored-frames.ts";
 
 export interface IndexDeps {
   topology: Topology;
@@ -46,11 +49,6 @@ export interface IndexContext {
 }
 
 export type IndexOutcome = "indexed" | "signatures-added" | "unchanged";
-
-/** Chunk CIDs checked for presence per request batch. */
-const PRESENCE_BATCH = 1024;
-/** Chunk reads ahead of the verifier for pre-chunked uploads (the block store bounds the bytes). */
-const READ_AHEAD = 32;
 
 export async function indexPath(item: IndexWorkItem, ctx: IndexContext, deps: IndexDeps): Promise<IndexOutcome> {
   const { topology, catalog, logger } = deps;
@@ -75,18 +73,30 @@ export async function indexPath(item: IndexWorkItem, ctx: IndexContext, deps: In
         `${meta.storePath} is already in the cache with NAR hash sha256:${formatDigest(sha256Hash(existing.info.narHash), "nix32")}; this upload has ${meta.narHash} (a non-reproducible rebuild?). The cached path is kept`,
       );
     }
+    // A NAR recorded before FileHash was recorded gets it now.
+    await ensureNarRecord(deps, ctx, narHashNix32, existing.info.manifest, null);
     const sigs = [...new Set([...existing.info.sigs, ...meta.sigs])].sort(compareBytes);
     if (sigs.length === existing.info.sigs.length) {
       outcome = "unchanged";
     } else {
-      await writePath(deps, hashPart, { ...existing.info, sigs }, narHashNix32, null);
+      await writePath(deps, hashPart, { ...existing.info, sigs }, null);
       outcome = "signatures-added";
     }
   } else {
-    // Presence first for both: it names every missing chunk at once (and costs no chunk reads).
-    let checked = await checkComplete(item, root, ctx, deps);
-    if (item.origin === "manifest") checked = await verifyPreChunked(item, root, ctx, deps);
-    const listing = item.listing !== null ? CID.parse(item.listing) : checked.listing;
+    // One pass over the stored frames: every chunk present, the `.nar.zst` hash and size, and
+    // for pre-chunked uploads the verified bytes (NAR hash, size, syntax, listing).
+    const verifier = item.origin === "manifest" ? new PreChunkedVerifier(item, root) : null;
+    const zst = await permanentOnFormat(() =>
+      scanStoredFrames(root, deps.blocks, {
+        loadNode: blockLoader(deps, root),
+        onNode: onNode(item, root),
+        onFrame: verifier ? (chunk, frame) => verifier.add(chunk, frame) : undefined,
+        heartbeat: () => ctx.heartbeat(),
+        signal: ctx.signal,
+      }),
+    );
+    const built = verifier ? await verifier.finish(deps) : null;
+    const listing = item.listing !== null ? CID.parse(item.listing) : built;
     const info: PathInfo = {
       storePath: meta.storePath,
       narHash: narHash.digest,
@@ -99,7 +109,8 @@ export async function indexPath(item: IndexWorkItem, ctx: IndexContext, deps: In
       registered: Date.now(),
       uploader: meta.uploader,
     };
-    await writePath(deps, hashPart, info, narHashNix32, listing);
+    await ensureNarRecord(deps, ctx, narHashNix32, root, zst);
+    await writePath(deps, hashPart, info, listing);
     outcome = "indexed";
   }
 
@@ -109,18 +120,31 @@ export async function indexPath(item: IndexWorkItem, ctx: IndexContext, deps: In
   return outcome;
 }
 
-/** Steps 2–4. `paths` is written last: a reader that finds it finds everything else. */
-async function writePath(deps: IndexDeps, hashPart: string, info: PathInfo, narHashNix32: string, listing: CID | null): Promise<void> {
-  const encoded = encodePathInfo(info, { storeDir: deps.storeDir });
-  await deps.blocks.put(encoded.cid, compressChunk(encoded.bytes, deps.level), encoded.bytes.length);
-  // A NAR already known keeps its manifest: both are complete, and one stable answer is simpler.
-  if ((await deps.catalog.manifestForNar(narHashNix32)) === null) await deps.catalog.putNar(narHashNix32, info.manifest);
-  if (listing !== null) await deps.catalog.putListing(hashPart, listing);
-  await deps.catalog.putPathInfo(hashPart, encoded);
+/**
+ * KV `nars`: a NAR already known keeps its record (both manifests are complete, and the served
+ * FileHash must not change); a record without the `.nar.zst` hash (written before it was
+ * recorded) is completed with the hash of *its* manifest's frames. `zst` is the scan of
+ * `manifest`, when the caller has one.
+ */
+async function ensureNarRecord(deps: IndexDeps, ctx: IndexContext, narHashNix32: string, manifest: CID, zst: ZstFile | null): Promise<void> {
+  const current = await deps.catalog.getNar(narHashNix32);
+  if (current !== null && current.zstFileHash !== null) return;
+  const recordManifest = current?.manifest ?? manifest;
+  const file =
+    zst !== null && recordManifest.equals(manifest)
+      ? zst
+      : await permanentOnFormat(() =>
+          scanStoredFrames(recordManifest, deps.blocks, { loadNode: blockLoader(deps, recordManifest), heartbeat: () => ctx.heartbeat(), signal: ctx.signal }),
+        );
+  await deps.catalog.putNar(narHashNix32, { manifest: recordManifest, zstFileHash: file.sha256, zstFileSize: file.size });
 }
 
-interface Checked {
-  listing: CID | null;
+/** Steps 2–4 (`nars` is already written). `paths` is written last: a reader that finds it finds everything else. */
+async function writePath(deps: IndexDeps, hashPart: string, info: PathInfo, listing: CID | null): Promise<void> {
+  const encoded = encodePathInfo(info, { storeDir: deps.storeDir });
+  await deps.blocks.put(encoded.cid, compressChunk(encoded.bytes, deps.level), encoded.bytes.length);
+  if (listing !== null) await deps.catalog.putListing(hashPart, listing);
+  await deps.catalog.putPathInfo(hashPart, encoded);
 }
 
 /**
@@ -167,93 +191,51 @@ async function permanentOnFormat<T>(fn: () => Promise<T>): Promise<T> {
   }
 }
 
-/** Chunker output: every node loads and checks, every chunk is present. */
-async function checkComplete(item: IndexWorkItem, root: CID, ctx: IndexContext, deps: IndexDeps): Promise<Checked> {
-  return permanentOnFormat(async () => {
-    let batch: CID[] = [];
-    let missingCount = 0;
-    let firstMissing: CID | undefined;
-    let checkedChunks = 0;
-    const flush = async () => {
-      const missing = await deps.blocks.missing(batch);
-      missingCount += missing.length;
-      firstMissing ??= missing[0];
-      checkedChunks += batch.length;
-      batch = [];
-      ctx.heartbeat();
-    };
-    for await (const chunk of walkManifest(root, blockLoader(deps, root), { onNode: onNode(item, root) })) {
-      if (ctx.signal.aborted) throw new NixcasError("indexer.stopping", "the indexer is stopping; the item will be redelivered");
-      batch.push(chunk.cid);
-      if (batch.length >= PRESENCE_BATCH) await flush();
-    }
-    if (batch.length > 0) await flush();
-    if (missingCount > 0) {
-      throw new NixcasError("index.missing-blocks", `manifest ${root}: ${missingCount} of ${checkedChunks} chunks are not stored (first: ${firstMissing})`);
-    }
-    return { listing: null };
-  });
-}
-
 /**
- * Pre-chunked upload: re-read every chunk (verified against its CID by the block store), and
- * check that together they are the NAR the metadata names — size, sha256 and NAR syntax — and
- * build its listing. Reads run ahead of the verifier, in order.
+ * Pre-chunked upload: nobody has looked at these bytes yet. Every frame is decompressed and
+ * checked against its CID, and together they must be the NAR the metadata names — size, sha256
+ * and NAR syntax; its listing is built on the way.
  */
-async function verifyPreChunked(item: IndexWorkItem, root: CID, ctx: IndexContext, deps: IndexDeps): Promise<Checked> {
-  const listingBuilder = new NarListingBuilder();
-  const parser = new NarParser(listingBuilder);
-  const sha = createHash("sha256");
-  let size = 0;
-  let lastBeat = Date.now();
-  const load = blockLoader(deps, root);
-  await permanentOnFormat(async () => {
-    const ahead: Array<{ cid: CID; size: number; bytes: Promise<Uint8Array> }> = [];
-    const consume = async () => {
-      const next = ahead.shift()!;
-      const bytes = await next.bytes.catch((err) => {
-        if (err instanceof NixcasError && err.code === "index.missing-blocks") {
-          throw new NixcasError("index.missing-blocks", `manifest ${root}: chunk ${next.cid} is not stored (yet)`);
-        }
-        throw err;
-      });
-      if (bytes.length !== next.size) {
-        throw new IntegrityError("index.chunk-size", `manifest ${root}: chunk ${next.cid} has ${bytes.length} bytes, the manifest says ${next.size}`);
-      }
-      sha.update(bytes);
-      parser.write(bytes);
-      size += bytes.length;
-      if (Date.now() - lastBeat > 1000) {
-        ctx.heartbeat();
-        lastBeat = Date.now();
-      }
-    };
-    try {
-      for await (const chunk of walkManifest(root, load, { onNode: onNode(item, root) })) {
-        if (ctx.signal.aborted) throw new NixcasError("indexer.stopping", "the indexer is stopping; the item will be redelivered");
-        const bytes = load(chunk.cid);
-        bytes.catch(() => {}); // observed by consume(); never an unhandled rejection
-        ahead.push({ cid: chunk.cid, size: chunk.size, bytes });
-        if (ahead.length >= READ_AHEAD) await consume();
-      }
-      while (ahead.length > 0) await consume();
-    } finally {
-      // On an error, let the reads already started finish before the next delivery starts new ones.
-      await Promise.allSettled(ahead.map((a) => a.bytes));
+class PreChunkedVerifier {
+  readonly #item: IndexWorkItem;
+  readonly #root: CID;
+  readonly #listing = new NarListingBuilder();
+  readonly #parser: NarParser;
+  readonly #sha = createHash("sha256");
+  #size = 0;
+
+  constructor(item: IndexWorkItem, root: CID) {
+    this.#item = item;
+    this.#root = root;
+    this.#parser = new NarParser(this.#listing);
+  }
+
+  async add(chunk: ManifestChunk, frame: BlockFrame): Promise<void> {
+    const bytes = await verifyFrame(chunk.cid, frame);
+    if (bytes.length !== chunk.size) {
+      throw new IntegrityError("index.chunk-size", `manifest ${this.#root}: chunk ${chunk.cid} has ${bytes.length} bytes, the manifest says ${chunk.size}`);
     }
-    parser.end();
-  });
-  const digest = sha.digest();
-  const declared = parseHash(item.meta.narHash, "sha256").digest;
-  if (size !== item.meta.narSize) {
-    throw permanent("nar.size-mismatch", `NAR size mismatch: the upload declared NarSize ${item.meta.narSize}, its chunks hold ${size} bytes`);
+    this.#sha.update(bytes);
+    this.#parser.write(bytes);
+    this.#size += bytes.length;
   }
-  if (!digest.equals(declared)) {
-    throw permanent(
-      "nar.hash-mismatch",
-      `NAR hash mismatch: the upload declared sha256 ${Buffer.from(declared).toString("hex")}, its chunks hash to ${digest.toString("hex")}`,
-    );
+
+  /** After every frame was added: checks the whole NAR, stores its listing, returns its root. */
+  async finish(deps: IndexDeps): Promise<CID> {
+    const { meta } = this.#item;
+    await permanentOnFormat(async () => this.#parser.end());
+    const digest = this.#sha.digest();
+    const declared = parseHash(meta.narHash, "sha256").digest;
+    if (this.#size !== meta.narSize) {
+      throw permanent("nar.size-mismatch", `NAR size mismatch: the upload declared NarSize ${meta.narSize}, its chunks hold ${this.#size} bytes`);
+    }
+    if (!digest.equals(declared)) {
+      throw permanent(
+        "nar.hash-mismatch",
+        `NAR hash mismatch: the upload declared sha256 ${Buffer.from(declared).toString("hex")}, its chunks hash to ${digest.toString("hex")}`,
+      );
+    }
+    const listing = await putBlob(deps.blocks, formatNarListing(this.#listing.listing), { level: deps.level });
+    return listing.root;
   }
-  const listing = await putBlob(deps.blocks, formatNarListing(listingBuilder.listing), { level: deps.level });
-  return { listing: listing.root };
 }

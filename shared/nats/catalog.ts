@@ -7,6 +7,8 @@ import { checkLink, DAG_CBOR_CODEC, type EncodedBlock } from "../block.ts";
 import { cidForBytes } from "../cid.ts";
 import { FormatError, IntegrityError, NixcasError } from "../errors.ts";
 import { decodePathInfo, type PathInfo } from "../path-info.ts";
+import { formatHash, parseHash, sha256Hash } from "../hash.ts";
+import { NARINFO_COMPRESSIONS } from "../narinfo.ts";
 import { isValidHashPart, parseStorePath } from "../store-path.ts";
 import { mapBounded } from "./flow-control.ts";
 import { escapeKey } from "./subjects.ts";
@@ -24,7 +26,42 @@ export interface StagedNar {
   createdAt: string;
 }
 
+/**
+ * A NAR as the cache holds it (KV `nars`, key its NAR hash). The `.nar.zst` file the gateway
+ * serves is the manifest's chunk frames concatenated; blocks are never overwritten, so those
+ * bytes, and their sha256 and length, are fixed once every chunk is stored: the indexer computes
+ * them once and the narinfo carries them as FileHash/FileSize.
+ */
+export interface NarRecord {
+  manifest: CID;
+  /** sha256 of the `.nar.zst` file; null in records written before it was recorded (a bare CID). */
+  zstFileHash: Uint8Array | null;
+  /** Bytes of the `.nar.zst` file; null exactly when zstFileHash is. */
+  zstFileSize: number | null;
+}
+
+/** A record as the indexer writes it: always complete. */
+export interface CompleteNarRecord {
+  manifest: CID;
+  zstFileHash: Uint8Array;
+  zstFileSize: number;
+}
+
+/**
+ * A NAR file name a client uploaded (`PUT nar/<name>`, e.g. `<FileHash>.nar.xz`) and committed
+ * with a narinfo (KV `files`, key the escaped name). The uploader's Nix keeps its own narinfo,
+ * which points at this name, for 30 days: the gateway serves the NAR under it, in `compression`.
+ */
+export interface UploadedFile {
+  /** `sha256:<52 nix32>` of the NAR (not of the file). */
+  narHash: string;
+  /** The `Compression:` of the narinfo that committed it. */
+  compression: string;
+}
+
 const NIX32_NAR_HASH = /^[0-9a-df-np-sv-z]{52}$/;
+const SHA256_NIX32 = /^sha256:[0-9a-df-np-sv-z]{52}$/;
+const KV_WRONG_LAST_SEQUENCE = 10071;
 const KV_KEY = /^[-/_=.a-zA-Z0-9]+$/;
 const KEY_LOOKUPS_IN_FLIGHT = 32;
 
@@ -72,14 +109,60 @@ export class Catalog {
     await this.#delete("paths", checkHashPart(hashPart));
   }
 
-  // --- nars: NAR hash (52 nix32) -> manifest root CID ---
+  // --- nars: NAR hash (52 nix32) -> NarRecord JSON (or, written before, the bare manifest CID) ---
 
-  async manifestForNar(narHashNix32: string): Promise<CID | null> {
-    return this.#getCid("nars", checkNarHash(narHashNix32));
+  async getNar(narHashNix32: string): Promise<NarRecord | null> {
+    const key = checkNarHash(narHashNix32);
+    const bytes = await this.#get("nars", key);
+    return bytes === null ? null : decodeNarRecord(bytes, key);
   }
 
-  async putNar(narHashNix32: string, root: CID): Promise<void> {
-    await this.#putCid("nars", checkNarHash(narHashNix32), root);
+  async manifestForNar(narHashNix32: string): Promise<CID | null> {
+    return (await this.getNar(narHashNix32))?.manifest ?? null;
+  }
+
+  /**
+   * Records a NAR unless it has a complete record already: creates the record, or completes a
+   * bare-CID record of the same manifest (compare-and-set). A complete record is never replaced
+   * — its FileHash may have been served — so concurrent indexers agree on the first one. Returns
+   * the record that is stored.
+   */
+  async putNar(narHashNix32: string, record: CompleteNarRecord): Promise<NarRecord> {
+    const key = checkNarHash(narHashNix32);
+    const problem = narRecordProblem(record);
+    if (problem) throw new FormatError("catalog.nar-record", `NAR record for ${key}: ${problem}`);
+    checkLink(record.manifest, DAG_CBOR_CODEC, `manifest root for nars/${key}`);
+    const bytes = encodeNarRecord(record);
+    const kv = this.#kv.nars;
+    for (let attempt = 0; attempt < 10; attempt++) {
+      let entry;
+      try {
+        entry = await kv.get(key);
+      } catch (err) {
+        throw new NixcasError("catalog.kv", `cannot read KV nars/${key}: ${(err as Error).message}`, { cause: err });
+      }
+      try {
+        if (entry === null || entry.operation !== "PUT") {
+          await kv.create(key, bytes);
+          return { ...record };
+        }
+        const current = decodeNarRecord(entry.value, key);
+        if (current.zstFileHash !== null) return current;
+        if (!current.manifest.equals(record.manifest)) {
+          throw new NixcasError(
+            "catalog.nar-manifest",
+            `KV nars/${key} holds manifest ${current.manifest} without a .nar.zst hash; it can only be completed with the hash of that manifest's frames, not of ${record.manifest}`,
+          );
+        }
+        await kv.update(key, bytes, entry.revision);
+        return { ...record };
+      } catch (err) {
+        if (isConflict(err)) continue; // another writer in between: read again
+        if (err instanceof NixcasError) throw err;
+        throw new NixcasError("catalog.kv", `cannot write KV nars/${key}: ${(err as Error).message}`, { cause: err });
+      }
+    }
+    throw new NixcasError("catalog.kv", `KV nars/${key} kept changing under us; gave up writing it`);
   }
 
   // --- listings: hash part -> blob manifest CID of its `.ls` ---
@@ -142,6 +225,32 @@ export class Catalog {
 
   async deleteStaged(fileKey: string): Promise<void> {
     await this.#delete("staged", checkKey(fileKey));
+  }
+
+  // --- files: escaped uploaded NAR name -> UploadedFile JSON ---
+
+  async getUploadedFile(name: string): Promise<UploadedFile | null> {
+    const key = escapeKey(name);
+    const bytes = await this.#get("files", key);
+    if (bytes === null) return null;
+    let value: unknown;
+    try {
+      value = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(bytes));
+    } catch (err) {
+      throw new IntegrityError("catalog.corrupt", `KV files/${key} is not JSON`, { cause: err });
+    }
+    const problem = uploadedFileProblem(value);
+    if (problem) throw new IntegrityError("catalog.corrupt", `KV files/${key}: ${problem}`);
+    const v = value as UploadedFile;
+    return { narHash: v.narHash, compression: v.compression };
+  }
+
+  /** Records (or re-records: the same name always names the same bytes) an uploaded NAR name. */
+  async putUploadedFile(name: string, value: UploadedFile): Promise<void> {
+    const problem = uploadedFileProblem(value);
+    if (problem) throw new FormatError("catalog.file", `uploaded file record for ${JSON.stringify(name)}: ${problem}`);
+    const record: UploadedFile = { narHash: value.narHash, compression: value.compression };
+    await this.#put("files", escapeKey(name), new TextEncoder().encode(JSON.stringify(record)));
   }
 
   // --- plumbing ---
@@ -211,6 +320,80 @@ function checkKey(key: string): string {
 function storeDirOf(storePath: string): string {
   const slash = storePath.lastIndexOf("/");
   return slash > 0 ? storePath.slice(0, slash) : storePath;
+}
+
+/**
+ * `{"manifest":"<CID>","zstFileHash":"sha256:<nix32>","zstFileSize":<n>}`; a value that is a
+ * bare CID string is a record from before FileHash was recorded (both then null).
+ */
+function encodeNarRecord(r: CompleteNarRecord): Uint8Array {
+  const json = { manifest: r.manifest.toString(), zstFileHash: formatHash(sha256Hash(r.zstFileHash), "nix32"), zstFileSize: r.zstFileSize };
+  return new TextEncoder().encode(JSON.stringify(json));
+}
+
+function decodeNarRecord(bytes: Uint8Array, key: string): NarRecord {
+  const corrupt = (why: string, cause?: unknown) => new IntegrityError("catalog.corrupt", `KV nars/${key}: ${why}`, cause === undefined ? undefined : { cause });
+  let text: string;
+  try {
+    text = new TextDecoder("utf-8", { fatal: true }).decode(bytes);
+  } catch (err) {
+    throw corrupt("not UTF-8", err);
+  }
+  if (!text.startsWith("{")) {
+    return { manifest: parseManifestCid(text, corrupt), zstFileHash: null, zstFileSize: null };
+  }
+  let v: unknown;
+  try {
+    v = JSON.parse(text);
+  } catch (err) {
+    throw corrupt("not JSON", err);
+  }
+  const r = v as Record<string, unknown>;
+  if (typeof v !== "object" || v === null || Array.isArray(v)) throw corrupt("not an object");
+  const keys = Object.keys(r).sort().join(",");
+  if (keys !== "manifest,zstFileHash,zstFileSize") throw corrupt(`fields are ${JSON.stringify(keys)}, expected manifest, zstFileHash, zstFileSize`);
+  if (typeof r.manifest !== "string") throw corrupt("manifest is not a string");
+  const manifest = parseManifestCid(r.manifest, corrupt);
+  if (typeof r.zstFileHash !== "string" || !SHA256_NIX32.test(r.zstFileHash)) throw corrupt(`zstFileHash ${JSON.stringify(r.zstFileHash)} is not sha256:<52 nix32>`);
+  let zstFileHash: Uint8Array;
+  try {
+    zstFileHash = parseHash(r.zstFileHash, "sha256").digest;
+  } catch (err) {
+    throw corrupt(`zstFileHash ${JSON.stringify(r.zstFileHash)} does not decode`, err);
+  }
+  if (typeof r.zstFileSize !== "number" || !Number.isSafeInteger(r.zstFileSize) || r.zstFileSize <= 0) throw corrupt(`zstFileSize ${JSON.stringify(r.zstFileSize)} is not a byte count`);
+  return { manifest, zstFileHash, zstFileSize: r.zstFileSize };
+}
+
+function parseManifestCid(text: string, corrupt: (why: string, cause?: unknown) => IntegrityError): CID {
+  try {
+    const cid = CID.parse(text);
+    checkLink(cid, DAG_CBOR_CODEC, "manifest");
+    return cid;
+  } catch (err) {
+    throw corrupt(`${JSON.stringify(text.slice(0, 100))} is not a manifest CID`, err);
+  }
+}
+
+function narRecordProblem(r: CompleteNarRecord): string | null {
+  if (!(r.zstFileHash instanceof Uint8Array) || r.zstFileHash.length !== 32) return "zstFileHash is not a 32-byte sha256 digest";
+  if (!Number.isSafeInteger(r.zstFileSize) || r.zstFileSize <= 0) return `zstFileSize ${r.zstFileSize} is not a byte count`;
+  return null;
+}
+
+function uploadedFileProblem(v: unknown): string | null {
+  if (typeof v !== "object" || v === null || Array.isArray(v)) return "not an object";
+  const r = v as Record<string, unknown>;
+  const keys = Object.keys(r).sort().join(",");
+  if (keys !== "compression,narHash") return `fields are ${JSON.stringify(keys)}, expected narHash, compression`;
+  if (typeof r.narHash !== "string" || !SHA256_NIX32.test(r.narHash)) return `narHash ${JSON.stringify(r.narHash)} is not sha256:<52 nix32>`;
+  if (typeof r.compression !== "string" || !NARINFO_COMPRESSIONS.has(r.compression)) return `compression ${JSON.stringify(r.compression)} is not one Nix knows`;
+  return null;
+}
+
+function isConflict(err: unknown): boolean {
+  const e = err as { code?: unknown; message?: string };
+  return e.code === KV_WRONG_LAST_SEQUENCE || /wrong last sequence|key exists/i.test(e.message ?? "");
 }
 
 function stagedNarProblem(v: unknown): string | null {

@@ -43,7 +43,7 @@ export const STREAMS = {
   advisories: "ADVISORIES",
 } as const;
 
-export const KV_BUCKETS = ["paths", "nars", "listings", "logs", "realisations", "uploads", "staged"] as const;
+export const KV_BUCKETS = ["paths", "nars", "listings", "logs", "realisations", "uploads", "staged", "files"] as const;
 export type KvBucketName = (typeof KV_BUCKETS)[number];
 export const STAGING_BUCKET = "staging";
 
@@ -172,12 +172,15 @@ interface BucketSpec {
 
 const BUCKET_SPECS: BucketSpec[] = [
   { name: "paths", description: "store-path hash part -> PathInfo node (dag-cbor)" },
-  { name: "nars", description: "NAR hash (nix32) -> manifest root CID" },
+  { name: "nars", description: "NAR hash (nix32) -> NarRecord JSON (manifest root CID, .nar.zst sha256 and size)" },
   { name: "listings", description: "store-path hash part -> .ls blob manifest CID" },
   { name: "logs", description: "escaped drv base name -> log blob manifest CID" },
   { name: "realisations", description: "escaped realisation id -> .doi JSON" },
   { name: "uploads", description: "upload id -> UploadStatus JSON", ttlMs: 7 * DAY },
   { name: "staged", description: "nar.<FileHash> -> StagedNar JSON", ttlMs: DAY },
+  // No TTL: the uploader's Nix keeps the narinfo naming the file for 30 days, and a name is
+  // about 100 bytes per upload.
+  { name: "files", description: "escaped uploaded NAR name (<FileHash>.nar.xz) -> UploadedFile JSON (NAR hash, compression)" },
 ];
 const STAGING_TTL_MS = DAY;
 

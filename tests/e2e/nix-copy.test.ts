@@ -6,9 +6,11 @@
 // `nix-store --add`) and the output of a small derivation built locally (input-addressed, so
 // only a signature makes it trusted).
 //
-// Uploader and fetcher are two Nix environments, as two machines would be: the uploader's own
-// narinfo cache keeps the narinfo it sent (with its own NAR URL), see "Known limitations" in
-// docs/architecture.md ("The HTTP gateway").
+// Uploader and fetcher are two Nix environments, as two machines would be. The uploader's own
+// narinfo cache keeps the narinfo it sent (with its own NAR URL, `nar/<FileHash>.nar.xz`): the
+// uploader substituting its own uploads through that cache is tested too, as is `nix store sign
+// --store http://…` (Nix 2.8 needs FileHash in the narinfo it re-PUTs) and a second upload of the
+// same file from another machine (HEAD 200 on the file name: no NAR PUT).
 import assert from "node:assert/strict";
 import { once } from "node:events";
 import { mkdir, writeFile } from "node:fs/promises";
@@ -16,6 +18,7 @@ import { createServer, request, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
+import { parseNarInfo } from "../../shared/narinfo.ts";
 import { formatPublicKey, formatSecretKey, generateSecretKey, publicKeyOf } from "../../shared/signing.ts";
 import { startCluster, type Cluster } from "../helpers/cluster.ts";
 import { http } from "../helpers/cache-http.ts";
@@ -162,11 +165,6 @@ describe("nix copy to and from the cache", () => {
     assert.match(out, /link -> README/);
   });
 
-  // `nix store sign --store http://…` is not tested here: Nix 2.8 re-serialises the narinfo it
-  // read and asserts FileHash is present (NarInfo::to_string), and the gateway serves none (see
-  // docs/architecture.md). The server side of it — a re-PUT that only adds a Sig — is covered
-  // in tests/integration/gateway.test.ts.
-
   test("nix store copy-log, then nix log over HTTP", async () => {
     const paths = built.get("xz")!;
     await uploader.run("nix", ["store", "copy-log", "--store", source, "--to", cacheUrl(), paths.drv]);
@@ -174,6 +172,97 @@ describe("nix copy to and from the cache", () => {
     const log = await fetcher.run("nix", ["log", "--store", cacheUrl(), paths.out]);
     assert.match(log, /building hello-xz/);
     assert.equal((await http(`${cluster.url}/log/${paths.drv.slice("/nix/store/".length)}`)).status, 200);
+  });
+});
+
+/** A counter's value from /metrics (sum over all label sets that contain `labels`). */
+async function metric(name: string, labels: Record<string, string> = {}): Promise<number> {
+  const text = (await http(`${cluster.url}/metrics`)).text;
+  let sum = 0;
+  for (const line of text.split("\n")) {
+    const m = /^([a-z_]+)(\{[^}]*\})? (\S+)$/.exec(line);
+    if (!m || m[1] !== name) continue;
+    const set = m[2] ?? "";
+    if (Object.entries(labels).every(([k, v]) => set.includes(`${k}="${v}"`))) sum += Number(m[3]);
+  }
+  return sum;
+}
+
+describe("the uploader's own narinfo cache, nix store sign, repeated uploads", () => {
+  for (const compression of COMPRESSIONS) {
+    test(`the uploader substitutes its own compression=${compression} upload through the narinfo it cached`, async () => {
+      const paths = built.get(compression)!;
+      const dst = uploader.store(`self-${compression}`);
+      const served0 = await metric("nixcas_gateway_uploaded_file_downloads_total", { compression });
+      // Same XDG cache as the push: Nix reads the narinfo it uploaded (URL nar/<its FileHash>…),
+      // not ours. Content-addressed paths need no signature: only the cache key is trusted.
+      const onlyCacheKey = ["--option", "require-sigs", "true", "--option", "trusted-public-keys", cluster.publicKey];
+      await uploader.run("nix", ["copy", "--from", cacheUrl(), "--store", dst, ...onlyCacheKey, paths.dir, paths.file]);
+      // The input-addressed output: the narinfo the uploader cached carries only the uploader's
+      // own signature (it never saw ours), so the uploader trusts its own key as well.
+      const ownKeys = ["--option", "require-sigs", "true", "--option", "trusted-public-keys", `${cluster.publicKey} ${formatPublicKey(publicKeyOf(uploaderKey))}`];
+      await uploader.run("nix", ["copy", "--from", cacheUrl(), "--store", dst, ...ownKeys, paths.out]);
+      await uploader.run("nix", ["store", "verify", "--store", dst, ...ownKeys, "-r", paths.dir, paths.file, paths.out]);
+      for (const p of [paths.dir, paths.file, paths.out]) {
+        const mine = await uploader.runBuffer("nix-store", ["--dump", `${source}${p}`]);
+        const copied = await uploader.runBuffer("nix-store", ["--dump", `${dst}${p}`]);
+        assert.ok(mine.length > 0 && mine.equals(copied), `${p}: same NAR`);
+      }
+      if (compression !== "none") {
+        // (With none, Nix's name is nar/<NarHash>.nar, which is ours anyway.)
+        const served = (await metric("nixcas_gateway_uploaded_file_downloads_total", { compression })) - served0;
+        assert.ok(served >= 3, `the NARs came under the uploader's own file names (${served} downloads)`);
+      }
+    });
+  }
+
+  test("nix store sign --store http://… (Nix 2.8 re-PUTs our narinfo, FileHash and all); then only the new key is enough", async () => {
+    const paths = built.get("zstd")!;
+    const signerKey = generateSecretKey("signer-1");
+    const signer = await makeNixEnv();
+    const trusting = await makeNixEnv(`require-sigs = true\ntrusted-public-keys = ${formatPublicKey(publicKeyOf(signerKey))}\n`);
+    try {
+      const keyFile = join(signer.dir, "signer.sk");
+      await writeFile(keyFile, formatSecretKey(signerKey));
+      const before = parseNarInfo((await http(`${cluster.url}/${hashPartOf(paths.out)}.narinfo`)).text);
+      assert.ok(before.fileHash && before.fileSize, "our narinfo has FileHash and FileSize");
+      await signer.run("nix", ["store", "sign", "--store", cacheUrl(), "-k", keyFile, paths.out]);
+      const after = parseNarInfo((await http(`${cluster.url}/${hashPartOf(paths.out)}.narinfo`)).text);
+      const names = after.sigs.map((s) => s.slice(0, s.indexOf(":")));
+      assert.ok(names.includes(cluster.secretKey.name) && names.includes("signer-1") && names.includes(uploaderKey.name), names.join(" "));
+      const dst = trusting.store("signed");
+      await trusting.run("nix", ["copy", "--from", cacheUrl(), "--store", dst, paths.out]);
+      await trusting.run("nix", ["store", "verify", "--store", dst, paths.out]);
+    } finally {
+      await signer.cleanup();
+      await trusting.cleanup();
+    }
+  });
+
+  test("a second nix copy --to from a fresh store and a fresh narinfo cache does not PUT the NAR again", async () => {
+    const pusher = await makeNixEnv();
+    try {
+      const store = pusher.store("again");
+      const dir = join(pusher.dir, "files");
+      await mkdir(dir, { recursive: true });
+      // The same file as the compression=xz push (same store path), and the same bytes under
+      // another name: another store path with the same NAR, hence the same xz file.
+      const content = "a single file for xz\n";
+      await writeFile(join(dir, "single-xz.txt"), content);
+      await writeFile(join(dir, "renamed-xz.txt"), content);
+      const same = (await pusher.run("nix-store", ["--store", store, "--add", join(dir, "single-xz.txt")])).trim();
+      const renamed = (await pusher.run("nix-store", ["--store", store, "--add", join(dir, "renamed-xz.txt")])).trim();
+      assert.equal(same, built.get("xz")!.file);
+      assert.equal((await http(`${cluster.url}/${hashPartOf(renamed)}.narinfo`)).status, 404);
+      const puts0 = await metric("nixcas_gateway_requests_total", { route: "nar", method: "PUT" });
+      const heads0 = await metric("nixcas_gateway_requests_total", { route: "nar", method: "HEAD", status: "200" });
+      await pusher.run("nix", ["copy", "--store", store, "--to", cacheUrl({ compression: "xz" }), same, renamed]);
+      assert.equal(await metric("nixcas_gateway_requests_total", { route: "nar", method: "PUT" }), puts0, "no NAR was uploaded");
+      assert.ok((await metric("nixcas_gateway_requests_total", { route: "nar", method: "HEAD", status: "200" })) > heads0, "Nix asked (HEAD) and was told the file is there");
+      assert.equal((await http(`${cluster.url}/${hashPartOf(renamed)}.narinfo`)).status, 200, "the renamed path is in the cache");
+    } finally {
+      await pusher.cleanup();
+    }
   });
 });
 

@@ -3,7 +3,7 @@
 import { spawnSync } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
 import { request } from "node:http";
-import { zstdCompressSync } from "node:zlib";
+import { brotliCompressSync, zstdCompressSync } from "node:zlib";
 import { sha256Hash } from "../../shared/hash.ts";
 import { formatNarInfo, type NarInfo } from "../../shared/narinfo.ts";
 import { NIX_BASE32_ALPHABET, encodeNixBase32 } from "../../shared/nixbase32.ts";
@@ -25,9 +25,9 @@ export function randomHashPart(): string {
   return s;
 }
 
-export type Compression = "none" | "xz" | "zstd" | "bzip2" | "gzip";
+export type Compression = "none" | "xz" | "zstd" | "bzip2" | "gzip" | "br";
 
-const EXTENSION: Record<Compression, string> = { none: "", xz: ".xz", zstd: ".zst", bzip2: ".bz2", gzip: "" };
+const EXTENSION: Record<Compression, string> = { none: "", xz: ".xz", zstd: ".zst", bzip2: ".bz2", gzip: "", br: ".br" };
 
 export function compress(data: Uint8Array, compression: Compression): Uint8Array {
   switch (compression) {
@@ -35,6 +35,8 @@ export function compress(data: Uint8Array, compression: Compression): Uint8Array
       return data;
     case "zstd":
       return zstdCompressSync(data);
+    case "br":
+      return brotliCompressSync(data);
     default: {
       const tool = compression === "xz" ? "xz" : compression === "bzip2" ? "bzip2" : "gzip";
       const r = spawnSync(tool, ["-c"], { input: data, maxBuffer: 1 << 30 });

@@ -98,17 +98,73 @@ test("hasPaths answers in order", async () => {
   assert.equal(await catalog.getPathInfo(c), null);
 });
 
-test("nars: NAR hash → manifest CID", async () => {
+test("nars: NAR hash → { manifest, .nar.zst hash and size }; a complete record is never replaced", async () => {
   const narHash = encodeNixBase32(randomBytes(32));
-  const root = manifestCid();
+  const record = { manifest: manifestCid(), zstFileHash: new Uint8Array(randomBytes(32)), zstFileSize: 4321 };
+  assert.equal(await catalog.getNar(narHash), null);
   assert.equal(await catalog.manifestForNar(narHash), null);
-  await catalog.putNar(narHash, root);
-  assert.equal((await catalog.manifestForNar(narHash))!.toString(), root.toString());
-  await assert.rejects(catalog.putNar(narHash.slice(1), root), (err: FormatError) => err.code === "catalog.nar-hash");
-  await assert.rejects(catalog.putNar(narHash, cidForBytes(randomBytes(8), RAW_CODEC)), (err: FormatError) => err instanceof FormatError);
+  await catalog.putNar(narHash, record);
+  const got = (await catalog.getNar(narHash))!;
+  assert.equal(got.manifest.toString(), record.manifest.toString());
+  assert.deepEqual(got.zstFileHash, record.zstFileHash);
+  assert.equal(got.zstFileSize, 4321);
+  assert.equal((await catalog.manifestForNar(narHash))!.toString(), record.manifest.toString());
+  // The stored form: small JSON, hashes as Nix writes them.
+  const raw = JSON.parse(new TextDecoder().decode((await topology.kv.nars.get(narHash))!.value));
+  assert.deepEqual(Object.keys(raw).sort(), ["manifest", "zstFileHash", "zstFileSize"]);
+  assert.match(raw.zstFileHash, /^sha256:[0-9a-z]{52}$/);
+  // A second writer (another manifest of the same NAR) gets the first record back, unchanged.
+  const kept = await catalog.putNar(narHash, { manifest: manifestCid(), zstFileHash: new Uint8Array(32).fill(1), zstFileSize: 1 });
+  assert.equal(kept.manifest.toString(), record.manifest.toString());
+  assert.equal((await catalog.getNar(narHash))!.zstFileSize, 4321);
+  await assert.rejects(catalog.putNar(narHash.slice(1), record), (err: FormatError) => err.code === "catalog.nar-hash");
+  await assert.rejects(catalog.putNar(encodeNixBase32(randomBytes(32)), { ...record, manifest: cidForBytes(randomBytes(8), RAW_CODEC) }), (err: FormatError) => err instanceof FormatError);
+  await assert.rejects(catalog.putNar(encodeNixBase32(randomBytes(32)), { ...record, zstFileSize: 0 }), (err: FormatError) => err.code === "catalog.nar-record");
   const other = encodeNixBase32(randomBytes(32));
   await topology.kv.nars.put(other, new TextEncoder().encode("not a cid"));
   await assert.rejects(catalog.manifestForNar(other), (err: IntegrityError) => err.code === "catalog.corrupt");
+  for (const bad of [
+    { manifest: record.manifest.toString(), zstFileHash: "sha256:xyz", zstFileSize: 1 },
+    { manifest: record.manifest.toString(), zstFileHash: raw.zstFileHash, zstFileSize: -1 },
+    { manifest: record.manifest.toString(), zstFileHash: raw.zstFileHash, zstFileSize: 1, extra: 1 },
+    { manifest: "bafy", zstFileHash: raw.zstFileHash, zstFileSize: 1 },
+  ]) {
+    await topology.kv.nars.put(other, new TextEncoder().encode(JSON.stringify(bad)));
+    await assert.rejects(catalog.getNar(other), (err: IntegrityError) => err.code === "catalog.corrupt", JSON.stringify(bad));
+  }
+});
+
+test("nars: a record written as a bare manifest CID is still read, and completed only for that manifest", async () => {
+  const narHash = encodeNixBase32(randomBytes(32));
+  const manifest = manifestCid();
+  await topology.kv.nars.put(narHash, new TextEncoder().encode(manifest.toString()));
+  const legacy = (await catalog.getNar(narHash))!;
+  assert.equal(legacy.manifest.toString(), manifest.toString());
+  assert.equal(legacy.zstFileHash, null);
+  assert.equal(legacy.zstFileSize, null);
+  await assert.rejects(
+    catalog.putNar(narHash, { manifest: manifestCid(), zstFileHash: new Uint8Array(32), zstFileSize: 10 }),
+    (err: NixcasError) => err.code === "catalog.nar-manifest",
+  );
+  await catalog.putNar(narHash, { manifest, zstFileHash: new Uint8Array(32).fill(7), zstFileSize: 10 });
+  const done = (await catalog.getNar(narHash))!;
+  assert.deepEqual(done.zstFileHash, new Uint8Array(32).fill(7));
+  assert.equal(done.zstFileSize, 10);
+});
+
+test("files: uploaded NAR name → { narHash, compression }, validated both ways", async () => {
+  const name = `${encodeNixBase32(randomBytes(32))}.nar.xz`;
+  const narHash = `sha256:${encodeNixBase32(randomBytes(32))}`;
+  assert.equal(await catalog.getUploadedFile(name), null);
+  await catalog.putUploadedFile(name, { narHash, compression: "xz" });
+  assert.deepEqual(await catalog.getUploadedFile(name), { narHash, compression: "xz" });
+  // Names KV keys cannot hold are escaped.
+  await catalog.putUploadedFile("odd+name.nar", { narHash, compression: "none" });
+  assert.deepEqual(await catalog.getUploadedFile("odd+name.nar"), { narHash, compression: "none" });
+  await assert.rejects(catalog.putUploadedFile(name, { narHash: "sha256:abc", compression: "xz" }), (err: FormatError) => err.code === "catalog.file");
+  await assert.rejects(catalog.putUploadedFile(name, { narHash, compression: "rar" }), (err: FormatError) => err.code === "catalog.file");
+  await topology.kv.files.put(escapeKey("bad.nar"), new TextEncoder().encode(JSON.stringify({ narHash, compression: "xz", more: 1 })));
+  await assert.rejects(catalog.getUploadedFile("bad.nar"), (err: IntegrityError) => err.code === "catalog.corrupt");
 });
 
 test("listings, logs and realisations; names KV keys cannot hold are escaped", async () => {

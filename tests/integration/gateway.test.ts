@@ -4,11 +4,12 @@
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import { gzipSync } from "node:zlib";
-import { sha256Hash } from "../../shared/hash.ts";
+import { formatHash, sha256Hash } from "../../shared/hash.ts";
+import { Catalog } from "../../shared/nats/catalog.ts";
 import { parseNarInfo } from "../../shared/narinfo.ts";
 import { checkNarInfoSignatures, generateSecretKey, parsePublicKey, publicKeyOf, signFingerprint, pathFingerprint } from "../../shared/signing.ts";
 import { startCluster, type Cluster } from "../helpers/cluster.ts";
-import { assertSameBytes, http, preparePath, randomHashPart, rawGet, uploadPath, zstdDecompress, type PathUpload } from "../helpers/cache-http.ts";
+import { assertSameBytes, http, nix32Sha256, preparePath, randomHashPart, rawGet, uploadPath, zstdDecompress, type PathUpload } from "../helpers/cache-http.ts";
 import { narFromTree, pseudoRandomBytes } from "../helpers/nar-trees.ts";
 
 let cluster: Cluster;
@@ -58,7 +59,7 @@ describe("narinfo and NAR round trip", () => {
     assert.equal(r.narinfo.status, 204, r.narinfo.text);
   });
 
-  test("GET narinfo: canonical text, our URL, zstd, signed by the cache key", async () => {
+  test("GET narinfo: canonical text, our URL, zstd, FileHash/FileSize, signed by the cache key", async () => {
     const r = await http(`${base}/${up.hashPart}.narinfo`);
     assert.equal(r.status, 200, r.text);
     assert.equal(r.headers.get("content-type"), "text/x-nix-narinfo");
@@ -68,8 +69,10 @@ describe("narinfo and NAR round trip", () => {
     assert.equal(info.storePath, up.storePath);
     assert.equal(info.url, `nar/${up.narHash32}.nar.zst`);
     assert.equal(info.compression, "zstd");
-    assert.equal(info.fileHash, undefined);
-    assert.equal(info.fileSize, undefined);
+    // FileHash/FileSize: of the .nar.zst file we serve (checked against its body below).
+    assert.equal(info.fileHash?.algorithm, "sha256");
+    assert.ok(info.fileSize !== undefined && info.fileSize > 0);
+    assert.match(r.text, /^Compression: zstd\nFileHash: sha256:[0-9a-z]{52}\nFileSize: \d+\nNarHash: /m, "in Nix's order");
     assert.equal(info.narSize, up.nar.length);
     const check = checkNarInfoSignatures(info, [parsePublicKey(cluster.publicKey)]);
     assert.equal(check.valid.length, 1, "one valid signature by the cache key");
@@ -87,12 +90,21 @@ describe("narinfo and NAR round trip", () => {
     assert.equal(h.headers.get("content-type"), g.headers.get("content-type"));
   });
 
-  test("GET nar/….nar.zst is the stored frames: a zstd stream of the NAR", async () => {
+  test("GET nar/….nar.zst is the stored frames: a zstd stream of the NAR, hashing to the narinfo's FileHash", async () => {
     const r = await http(`${base}/nar/${up.narHash32}.nar.zst`);
     assert.equal(r.status, 200);
     noContentEncoding(r.headers);
     assert.equal(r.headers.get("accept-ranges"), null, "no ranges advertised on .nar.zst");
     assertSameBytes(zstdDecompress(r.body), up.nar);
+    const info = parseNarInfo((await http(`${base}/${up.hashPart}.narinfo`)).text);
+    assert.equal(info.fileSize, r.body.length, "FileSize = length of the body");
+    assert.equal(r.headers.get("content-length"), String(r.body.length));
+    assert.equal(formatHash(info.fileHash!, "nix32"), `sha256:${nix32Sha256(r.body)}`, "FileHash = sha256 of the body");
+    // Cold (blocks read from JetStream, not the hot cache): the same bytes.
+    cluster.gateway.hotCache.clear();
+    const cold = await rawGet(`${base}/nar/${up.narHash32}.nar.zst`);
+    assert.equal(cold.cut, false);
+    assert.equal(nix32Sha256(cold.body), nix32Sha256(r.body));
   });
 
   test("GET nar/….nar is the NAR with Content-Length = NarSize; HEAD too", async () => {
@@ -108,6 +120,7 @@ describe("narinfo and NAR round trip", () => {
     const hz = await http(`${base}/nar/${up.narHash32}.nar.zst`, { method: "HEAD" });
     assert.equal(hz.status, 200);
     assert.equal(hz.body.length, 0);
+    assert.equal(hz.headers.get("content-length"), String(parseNarInfo((await http(`${base}/${up.hashPart}.narinfo`)).text).fileSize));
   });
 
   test("Range on .nar: 206 with exactly the bytes asked, 416 past the end", async () => {
@@ -382,9 +395,9 @@ describe("/ipfs/<cid>", () => {
   });
 
   test("raw block and CAR of a manifest: every block hashes to its CID", async () => {
-    const root = await cluster.topology.kv.nars.get(up.narHash32);
-    assert.ok(root);
-    const rootCid = new TextDecoder().decode(root.value);
+    const record = await new Catalog(cluster.topology).getNar(up.narHash32);
+    assert.ok(record);
+    const rootCid = record.manifest.toString();
     const car = await http(`${base}/ipfs/${rootCid}?format=car`);
     assert.equal(car.status, 200);
     assert.match(car.headers.get("content-type") ?? "", /^application\/vnd\.ipld\.car/);

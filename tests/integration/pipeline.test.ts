@@ -79,6 +79,17 @@ test("a zstd-compressed NAR", async () => {
   await uploadAndCheck(nar, compressed, "zstd", "zstd");
 });
 
+test("a NAR compressed as two zstd frames (as parallel-compression writes it), staged", async () => {
+  const nar = narFromTree({ dir: { a: { pseudoRandom: 1 << 20, seed: 7 }, b: "two frames\n".repeat(100_000) } });
+  const cut = 777_777; // mid-file: the second frame starts inside the NAR's first file
+  const compressed = new Uint8Array(Buffer.concat([zstdCompressSync(nar.subarray(0, cut)), zstdCompressSync(nar.subarray(cut))]));
+  assert.ok(compressed.length > 512 * 1024);
+  async function* pieces() {
+    for (let i = 0; i < compressed.length; i += 100_000) yield compressed.subarray(i, i + 100_000);
+  }
+  await uploadAndCheck(nar, pieces(), "zstd", "zstd-two-frames");
+});
+
 test("an xz-compressed NAR (larger than inline, so staged)", async () => {
   const nar = narFromTree({ dir: { a: { pseudoRandom: 1 << 20, seed: 6 }, b: "xz\n".repeat(300_000) } });
   const compressed = new Uint8Array(execFileSync("xz", ["-c", "-1"], { input: nar, maxBuffer: 1 << 26 }));
