@@ -9,7 +9,10 @@ import type { Logger } from "../../shared/log.ts";
 import { BlockStore } from "../../shared/nats/block-store.ts";
 import { Catalog } from "../../shared/nats/catalog.ts";
 import { IngestClient } from "../../shared/nats/ingest-client.ts";
+import { startMicroservice } from "../../shared/nats/service.ts";
+import { SUBJECTS } from "../../shared/nats/subjects.ts";
 import type { Topology } from "../../shared/nats/topology.ts";
+import { NIXCAS_VERSION } from "../../shared/version.ts";
 import type { SecretKey } from "../../shared/signing.ts";
 import { createPushAuthorizer } from "./auth.ts";
 import { BlockLoader } from "./block-loader.ts";
@@ -98,6 +101,21 @@ export async function startGateway(deps: GatewayDeps): Promise<RunningGateway> {
   const port = (server.address() as AddressInfo).port;
   const host = config.http.host === "0.0.0.0" || config.http.host === "::" ? "127.0.0.1" : config.http.host;
   const url = `http://${host.includes(":") ? `[${host}]` : host}:${port}`;
+  // Also a NATS microservice, so `$SRV.PING`/`$SRV.STATS` discover every gateway replica like
+  // the other services; its endpoint answers with this replica's URL and its Prometheus text.
+  const service = await startMicroservice(topology.nc, {
+    name: "nixcas-gateway",
+    version: NIXCAS_VERSION,
+    description: "the Nix binary-cache protocol over HTTP",
+    endpoints: [
+      {
+        name: "stats",
+        subject: SUBJECTS.gatewayStats,
+        handler: async () => ({ url, hotCache: { bytes: hotCache.bytes, entries: hotCache.entries, capacity: hotCache.capacity }, metrics: metrics.registry.render() }),
+      },
+    ],
+    logger,
+  });
   logger.info("gateway listening", { url, storeDir: config.storeDir, key: secretKey.name, pushAuth: config.pushToken !== null });
 
   return {
@@ -106,6 +124,7 @@ export async function startGateway(deps: GatewayDeps): Promise<RunningGateway> {
     metrics,
     hotCache,
     stop: async (graceMs = 10_000) => {
+      await service.stop();
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
       server.closeIdleConnections();
       const timer = setTimeout(() => server.closeAllConnections(), graceMs);
