@@ -1,26 +1,5 @@
 // Composition root of the indexer as its own process (`node services/indexer/main.ts`).
-import { loadConfig } from "../../shared/config.ts";
-import { ConfigError } from "../../shared/errors.ts";
-import { createLogger } from "../../shared/log.ts";
-import { connectNats } from "../../shared/nats/connect.ts";
-import { ensureTopology } from "../../shared/nats/topology.ts";
+import { runServiceProcess } from "../../shared/nats/service-process.ts";
 import { startIndexer } from "./indexer.ts";
 
-const config = loadConfig();
-const logger = createLogger({ service: "indexer" }, { level: config.logLevel });
-if (!config.nats.servers) throw new ConfigError("NATS_URL is not set: the indexer needs a NATS server");
-const nc = await connectNats({ servers: config.nats.servers, name: "nixcas-indexer", credsFile: config.nats.credsFile, token: config.nats.token, logger });
-const topology = await ensureTopology(nc, { replicas: config.replicas });
-const service = await startIndexer({ topology, logger, config });
-
-let stopping = false;
-const shutdown = async (signal: string) => {
-  if (stopping) return;
-  stopping = true;
-  logger.info("stopping", { signal });
-  await service.stop();
-  await nc.drain();
-  process.exit(0);
-};
-process.on("SIGINT", () => void shutdown("SIGINT"));
-process.on("SIGTERM", () => void shutdown("SIGTERM"));
+await runServiceProcess("indexer", startIndexer);
