@@ -9,7 +9,6 @@ import { open } from "node:fs/promises";
 import { NixcasError } from "./errors.ts";
 import {
   NAR_DEFAULT_LIMITS,
-  NAR_MAGIC,
   bytesToByteString,
   byteStringToBytes,
   narPadding,
@@ -18,23 +17,22 @@ import {
   type NarFile,
   type NarSymlink,
   type NarVisitor,
+  T_CLOSE,
+  T_CONTENTS,
+  T_DIRECTORY,
+  T_ENTRY,
+  T_EXECUTABLE,
+  T_MAGIC,
+  T_NAME,
+  T_NODE,
+  T_OPEN,
+  T_REGULAR,
+  T_SYMLINK,
+  T_TARGET,
+  T_TYPE,
+  EMPTY,
 } from "./nar.ts";
 
-const enc = (s: string): Uint8Array => new TextEncoder().encode(s);
-const T_MAGIC = enc(NAR_MAGIC);
-const T_OPEN = enc("(");
-const T_CLOSE = enc(")");
-const T_TYPE = enc("type");
-const T_REGULAR = enc("regular");
-const T_SYMLINK = enc("symlink");
-const T_DIRECTORY = enc("directory");
-const T_EXECUTABLE = enc("executable");
-const T_CONTENTS = enc("contents");
-const T_TARGET = enc("target");
-const T_ENTRY = enc("entry");
-const T_NAME = enc("name");
-const T_NODE = enc("node");
-const EMPTY = new Uint8Array(0);
 const ZEROS = new Uint8Array(8);
 
 export const NAR_OUTPUT_CHUNK = 64 * 1024;

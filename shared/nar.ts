@@ -186,22 +186,23 @@ export class NarFormatError extends FormatError {
 // ---------------------------------------------------------------------------------------------
 // Parser
 
+/** Token bytes, shared with the writer (nar-writer.ts). */
 const enc = (s: string): Uint8Array => new TextEncoder().encode(s);
-const T_MAGIC = enc(NAR_MAGIC);
-const T_OPEN = enc("(");
-const T_CLOSE = enc(")");
-const T_TYPE = enc("type");
-const T_REGULAR = enc("regular");
-const T_SYMLINK = enc("symlink");
-const T_DIRECTORY = enc("directory");
-const T_EXECUTABLE = enc("executable");
-const T_CONTENTS = enc("contents");
-const T_TARGET = enc("target");
-const T_ENTRY = enc("entry");
-const T_NAME = enc("name");
-const T_NODE = enc("node");
+export const T_MAGIC = enc(NAR_MAGIC);
+export const T_OPEN = enc("(");
+export const T_CLOSE = enc(")");
+export const T_TYPE = enc("type");
+export const T_REGULAR = enc("regular");
+export const T_SYMLINK = enc("symlink");
+export const T_DIRECTORY = enc("directory");
+export const T_EXECUTABLE = enc("executable");
+export const T_CONTENTS = enc("contents");
+export const T_TARGET = enc("target");
+export const T_ENTRY = enc("entry");
+export const T_NAME = enc("name");
+export const T_NODE = enc("node");
 const CASE_HACK = "~nix~case~hack~";
-const EMPTY = new Uint8Array(0);
+export const EMPTY = new Uint8Array(0);
 
 // Byte-level phase: what the next bytes are.
 const P_LEN = 0; // u64 length of a string

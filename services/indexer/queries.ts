@@ -10,6 +10,7 @@ import type { BlockStore } from "../../shared/nats/block-store.ts";
 import type { Catalog } from "../../shared/nats/catalog.ts";
 import { SUBJECTS } from "../../shared/nats/subjects.ts";
 import { isValidHashPart } from "../../shared/store-path.ts";
+import type { UploadMetadata } from "../../shared/nats/work-items.ts";
 
 export const MAX_QUERY_ITEMS = 10_000;
 
@@ -19,24 +20,15 @@ export const QUERY_SUBJECTS = {
   lookup: `${SUBJECTS.indexQuery}.lookup`,
 } as const;
 
-/** A PathInfo as JSON (the lookup reply). */
-export interface PathInfoJson {
+/** A PathInfo as JSON (the lookup reply): the upload's metadata plus where its bytes are. */
+export interface PathInfoJson extends UploadMetadata {
   /** CID of the PathInfo node. */
   cid: string;
-  storePath: string;
-  /** `sha256:<nix32>`. */
-  narHash: string;
-  narSize: number;
-  references: string[];
-  deriver: string | null;
-  ca: string | null;
-  sigs: string[];
   /** Manifest root CID of the NAR. */
   manifest: string;
   /** Blob manifest CID of the `.ls` listing, or null. */
   listing: string | null;
   registered: number;
-  uploader: string | null;
 }
 
 export interface QueryDeps {
