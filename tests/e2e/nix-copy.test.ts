@@ -21,7 +21,7 @@ import { after, before, describe, test } from "node:test";
 import { parseNarInfo } from "../../shared/narinfo.ts";
 import { formatPublicKey, formatSecretKey, generateSecretKey, publicKeyOf } from "../../shared/signing.ts";
 import { startCluster, type Cluster } from "../helpers/cluster.ts";
-import { http } from "../helpers/cache-http.ts";
+import { http, gatewayMetric } from "../helpers/cache-http.ts";
 import { writeTree } from "../helpers/nar-trees.ts";
 import { makeNixEnv, type NixEnv } from "../helpers/nix.ts";
 
@@ -176,17 +176,7 @@ describe("nix copy to and from the cache", () => {
 });
 
 /** A counter's value from /metrics (sum over all label sets that contain `labels`). */
-async function metric(name: string, labels: Record<string, string> = {}): Promise<number> {
-  const text = (await http(`${cluster.url}/metrics`)).text;
-  let sum = 0;
-  for (const line of text.split("\n")) {
-    const m = /^([a-z_]+)(\{[^}]*\})? (\S+)$/.exec(line);
-    if (!m || m[1] !== name) continue;
-    const set = m[2] ?? "";
-    if (Object.entries(labels).every(([k, v]) => set.includes(`${k}="${v}"`))) sum += Number(m[3]);
-  }
-  return sum;
-}
+const metric = (name: string, labels: Record<string, string> = {}): Promise<number> => gatewayMetric(cluster.url, name, labels);
 
 describe("the uploader's own narinfo cache, nix store sign, repeated uploads", () => {
   for (const compression of COMPRESSIONS) {

@@ -134,6 +134,19 @@ export async function http(url: string, init: HttpInit = {}): Promise<HttpAnswer
   return { status: res.status, headers: res.headers, body, text: new TextDecoder().decode(body) };
 }
 
+/** Sum of a Prometheus series on the gateway's /metrics, over the label sets that include `labels`. */
+export async function gatewayMetric(base: string, name: string, labels: Record<string, string> = {}): Promise<number> {
+  const text = (await http(`${base}/metrics`)).text;
+  let sum = 0;
+  for (const line of text.split("\n")) {
+    const m = /^([a-z_]+)(\{[^}]*\})? (\S+)$/.exec(line);
+    if (!m || m[1] !== name) continue;
+    const set = m[2] ?? "";
+    if (Object.entries(labels).every(([k, v]) => set.includes(`${k}="${v}"`))) sum += Number(m[3]);
+  }
+  return sum;
+}
+
 export function authHeaders(token: string | undefined): Record<string, string> {
   return token ? { Authorization: `Bearer ${token}` } : {};
 }

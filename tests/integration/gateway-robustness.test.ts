@@ -12,7 +12,7 @@ import { Catalog } from "../../shared/nats/catalog.ts";
 import { blockSubject } from "../../shared/nats/subjects.ts";
 import { compressChunk } from "../../shared/zstd.ts";
 import { startCluster, type Cluster } from "../helpers/cluster.ts";
-import { assertSameBytes, http, preparePath, rawGet, uploadPath, zstdDecompress, type PathUpload } from "../helpers/cache-http.ts";
+import { assertSameBytes, http, preparePath, rawGet, uploadPath, zstdDecompress, type PathUpload, gatewayMetric } from "../helpers/cache-http.ts";
 import { narFromTree, pseudoRandomBytes } from "../helpers/nar-trees.ts";
 
 const TOKEN = "s3cret-push-token";
@@ -29,17 +29,7 @@ after(async () => {
 });
 
 /** A counter's value from /metrics (sum over all label sets that contain `labels`). */
-async function metric(name: string, labels: Record<string, string> = {}): Promise<number> {
-  const text = (await http(`${base}/metrics`)).text;
-  let sum = 0;
-  for (const line of text.split("\n")) {
-    const m = /^([a-z_]+)(\{[^}]*\})? (\S+)$/.exec(line);
-    if (!m || m[1] !== name) continue;
-    const set = m[2] ?? "";
-    if (Object.entries(labels).every(([k, v]) => set.includes(`${k}="${v}"`))) sum += Number(m[3]);
-  }
-  return sum;
-}
+const metric = (name: string, labels: Record<string, string> = {}): Promise<number> => gatewayMetric(base, name, labels);
 
 async function waitFor(what: string, check: () => Promise<boolean>, timeoutMs = 30_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
