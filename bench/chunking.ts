@@ -9,10 +9,10 @@
 import { createHash, hash } from "node:crypto";
 import { cidForBytes } from "../shared/cid.ts";
 import { performance } from "node:perf_hooks";
-import { ChunkWorkerPool, chunkNar } from "../shared/chunk-pipeline.ts";
+import { ChunkWorkerPool, chunkNar } from "../shared/node/chunk-pipeline.ts";
 import { DEFAULT_CHUNKER_OPTIONS, FastCdcCutter } from "../shared/fastcdc.ts";
 import { DEFAULT_ZSTD_LEVEL, compressChunk } from "../shared/zstd.ts";
-import { GeneratedInput, MiB } from "./inputs.ts";
+import { GeneratedInput, throughputInputs } from "./inputs.ts";
 import type { BenchContext, BenchRow } from "./run.ts";
 
 interface Measured {
@@ -117,12 +117,7 @@ async function smallNars(pool: ChunkWorkerPool, size: number, count: number, par
 }
 
 export async function run(ctx: BenchContext): Promise<BenchRow[]> {
-  const sizeMiB = Number(process.env.BENCH_SIZE_MIB ?? 1024);
-  if (!Number.isSafeInteger(sizeMiB) || sizeMiB < 1) throw new Error(`BENCH_SIZE_MIB must be a positive integer, got '${process.env.BENCH_SIZE_MIB}'`);
-  const repeat = Number(process.env.BENCH_REPEAT ?? 1);
-  if (!Number.isSafeInteger(repeat) || repeat < 1) throw new Error(`BENCH_REPEAT must be a positive integer, got '${process.env.BENCH_REPEAT}'`);
-  const input = new GeneratedInput({ sizeBytes: sizeMiB * MiB });
-  const warmup = new GeneratedInput({ sizeBytes: Math.min(sizeMiB, 64) * MiB, seed: 2 });
+  const { sizeMiB, repeat, input, warmup } = throughputInputs(1024, 64);
   const pool = new ChunkWorkerPool();
   try {
     const cases: Array<[string, Case]> = [

@@ -131,7 +131,7 @@ export async function run(): Promise<BenchRow[]> {
     const natsIngest = await timed(async () => {
       for (const nar of natsNars) {
         const { uploadId } = await client.uploadNar(
-          { storePath: nar.storePath, narHash: nar.narHash, narSize: nar.narSize, references: [], deriver: null, ca: null, sigs: [], uploader: "bench" },
+          { storePath: nar.storePath, narHash: nar.narHash, narSize: nar.narSize, references: [], deriver: null, ca: null, sigs: [] },
           nar.bytes,
         );
         const status = await client.waitFor(uploadId, 120_000);

@@ -74,3 +74,27 @@ export class GeneratedInput {
     yield* this.pieces();
   }
 }
+
+export interface ThroughputInputs {
+  /** Size of `input` in MiB (BENCH_SIZE_MIB, else the suite's default). */
+  sizeMiB: number;
+  /** Timed runs per case (BENCH_REPEAT, default 1); the best counts, the machine may be shared. */
+  repeat: number;
+  input: GeneratedInput;
+  /** A smaller input of other bytes, run once per case before timing. */
+  warmup: GeneratedInput;
+}
+
+/** The inputs of a throughput suite, sized by BENCH_SIZE_MIB and BENCH_REPEAT. */
+export function throughputInputs(defaultMiB: number, warmupMiB: number): ThroughputInputs {
+  const sizeMiB = Number(process.env.BENCH_SIZE_MIB ?? defaultMiB);
+  if (!Number.isSafeInteger(sizeMiB) || sizeMiB < 1) throw new Error(`BENCH_SIZE_MIB must be a positive integer, got '${process.env.BENCH_SIZE_MIB}'`);
+  const repeat = Number(process.env.BENCH_REPEAT ?? 1);
+  if (!Number.isSafeInteger(repeat) || repeat < 1) throw new Error(`BENCH_REPEAT must be a positive integer, got '${process.env.BENCH_REPEAT}'`);
+  return {
+    sizeMiB,
+    repeat,
+    input: new GeneratedInput({ sizeBytes: sizeMiB * MiB }),
+    warmup: new GeneratedInput({ sizeBytes: Math.min(sizeMiB, warmupMiB) * MiB, seed: 2 }),
+  };
+}

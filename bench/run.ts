@@ -27,6 +27,7 @@ type Suite = { run(ctx: BenchContext): Promise<BenchRow[]> };
 const SUITES: Record<string, () => Promise<Suite>> = {
   chunking: () => import("./chunking.ts"),
   cluster: () => import("./cluster.ts"),
+  "put-verify": () => import("./put-verify.ts"),
 };
 
 function formatNumber(n: number): string {

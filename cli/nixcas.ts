@@ -10,6 +10,7 @@ const COMMANDS: Record<string, { file: string; summary: string }> = {
   nar: { file: "./commands/nar.ts", summary: "nar dump <path> | nar ls <file.nar>" },
   chunk: { file: "./commands/chunk.ts", summary: "chunk <file> [--min N --avg N --max N]: one JSON line per chunk" },
   key: { file: "./commands/key.ts", summary: "key generate <name> [--secret-file F] | key public <file>: Nix signing keys" },
+  verify: { file: "./commands/verify.ts", summary: "verify [--repair] [--store S] [--jobs N] [--json]: check every advertised path's blocks and FileHash; exit 1 naming bad ones" },
   service: { file: "./commands/service.ts", summary: "service <ingester|chunker|indexer|gateway>: run one service" },
   setup: { file: "./commands/setup.ts", summary: "create the streams, KV buckets and object store (idempotent)" },
   config: { file: "./commands/config.ts", summary: "config [--markdown]: check the environment's configuration, or print its table" },

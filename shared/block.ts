@@ -8,24 +8,14 @@ import * as dagCbor from "@ipld/dag-cbor";
 import { CID } from "multiformats/cid";
 import { equals } from "multiformats/bytes";
 import { FormatError, IntegrityError } from "./errors.ts";
+import { cidForBytes, DAG_CBOR_CODEC, hasSha256Multihash, RAW_CODEC } from "./cid.ts";
 import { toRepresentation, toTyped, type SchemaTypeName } from "./ipld-schema.ts";
-// CIDs are computed here until shared/cid.ts (another engineer's) lands; then this block
-// becomes `import { cidForBytes, DAG_CBOR_CODEC, RAW_CODEC } from "./cid.ts"` + re-export.
-import { createHash } from "node:crypto";
-import * as Digest from "multiformats/hashes/digest";
-export const RAW_CODEC = 0x55;
-export const DAG_CBOR_CODEC = 0x71;
-function cidForBytes(bytes: Uint8Array, codec = RAW_CODEC): CID {
-  return CID.create(1, codec, Digest.create(0x12, createHash("sha256").update(bytes).digest()));
-}
 
 /** A block ready to publish: its CID and its (uncompressed) bytes. */
 export interface EncodedBlock {
   cid: CID;
   bytes: Uint8Array;
 }
-
-const SHA2_256 = 0x12;
 
 /**
  * Largest encoded node accepted either way. A block travels as one NATS message (1 MiB by
@@ -80,7 +70,7 @@ export function checkBlockCid(cid: CID, bytes: Uint8Array, codec: number, where 
 
 /** Checks that a link is a CIDv1 with a 32-byte sha2-256 digest and the given codec. */
 export function checkLink(cid: CID, codec: number, where: string): void {
-  if (cid.version !== 1 || cid.multihash.code !== SHA2_256 || cid.multihash.size !== 32) {
+  if (cid.version !== 1 || !hasSha256Multihash(cid)) {
     throw new FormatError("ipld.bad-link", `${where}: link ${cid} is not a CIDv1 with a sha2-256 digest`);
   }
   if (cid.code !== codec) {

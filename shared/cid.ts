@@ -16,6 +16,16 @@ const SHA256_BYTES = 32;
 /** Longer than any CID this cache deals in (a base32 CIDv1 sha2-256 is 59 characters). */
 const MAX_CID_TEXT = 256;
 
+/** Whether the CID's multihash is a 32-byte sha2-256: the only hash that names blocks here. */
+export function hasSha256Multihash(cid: CID): boolean {
+  return cid.multihash.code === SHA2_256_CODE && cid.multihash.size === SHA256_BYTES;
+}
+
+/** Whether `cid` can name a block of this cache: CIDv1, sha2-256, codec raw or dag-cbor. */
+export function isBlockCid(cid: CID): boolean {
+  return cid.version === 1 && hasSha256Multihash(cid) && (cid.code === RAW_CODEC || cid.code === DAG_CBOR_CODEC);
+}
+
 /** CIDv1 of `bytes` (sha2-256, computed here synchronously). */
 export function cidForBytes(bytes: Uint8Array, codec: number = RAW_CODEC): CID {
   return cidFromSha256(createHash("sha256").update(bytes).digest(), codec);

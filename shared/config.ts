@@ -2,6 +2,7 @@
 // documentation (README's table is generated from it with `nixcas config --markdown`).
 // Every problem is reported at start, all at once, with the variable's name and what it takes.
 import { ConfigError } from "./errors.ts";
+import { LARGE_NAR_BYTES } from "./nats/subjects.ts";
 
 type Kind = "string" | "int" | "bytes" | "path" | "url-list" | "level";
 
@@ -19,9 +20,10 @@ export const VARIABLES = [
   { name: "NATS_URL", kind: "url-list", description: "NATS server(s), comma-separated. Unset: `nixcas up` starts a local nats-server; a lone service refuses to start." },
   { name: "NATS_CREDS", kind: "path", description: "NATS credentials file (JWT + nkey) for this process." },
   { name: "NATS_TOKEN", kind: "string", description: "NATS token, when the server uses token authentication." },
-  { name: "NIXCAS_DATA_DIR", kind: "path", default: ".nixcas", description: "Where `nixcas up` keeps the local nats-server's JetStream store and the generated signing key." },
+  { name: "NIXCAS_DATA_DIR", kind: "path", default: ".nixcas", description: "Where `nixcas up` keeps the local nats-server's JetStream store and the generated signing key; one `nixcas up` at a time (lock file `nixcas-up.lock`)." },
   { name: "NIXCAS_HTTP_HOST", kind: "string", default: "0.0.0.0", description: "Address the gateway listens on." },
   { name: "NIXCAS_HTTP_PORT", kind: "int", default: "8080", min: 0, max: 65535, description: "Port the gateway listens on (0: any free port)." },
+  { name: "NIXCAS_HEALTH_PORT", kind: "int", min: 0, max: 65535, description: "Port of a lone service's (`nixcas service <name>`) HTTP health server, on NIXCAS_HTTP_HOST: `/healthz` (the process answers) and `/readyz` (NATS connected, JetStream answering, KV readable; else 503 with the reason as JSON), for container probes. Unset: none. The gateway (also in `nixcas up`) answers both on its own port." },
   { name: "NIXCAS_SECRET_KEY_FILE", kind: "path", description: "The cache's signing key, in Nix's format (`nixcas key generate`). `nixcas up` generates one under NIXCAS_DATA_DIR when unset; the gateway requires it." },
   { name: "NIXCAS_KEY_NAME", kind: "string", default: "nixcas-1", description: "Key name used when `nixcas up` generates a key." },
   { name: "NIXCAS_PUSH_TOKEN", kind: "string", description: "When set, uploads (HTTP PUT) need `Authorization: Bearer <token>` (or Basic auth with the token as password, as netrc sends)." },
@@ -36,7 +38,7 @@ export const VARIABLES = [
   { name: "NIXCAS_MAX_NAR_SIZE", kind: "bytes", default: "68719476736", min: 1, description: "Largest NAR (uncompressed) accepted; larger uploads get 413." },
   { name: "NIXCAS_HOT_CACHE_BYTES", kind: "bytes", default: "268435456", min: 0, description: "Gateway's in-memory cache of verified hot chunks, in bytes of their stored zstd frames." },
   { name: "NIXCAS_PUT_WAIT_SECONDS", kind: "int", default: "240", min: 1, max: 290, description: "How long a narinfo PUT waits for its path to become readable before answering (Nix gives up after 300 s)." },
-  { name: "NIXCAS_CHUNKER_CONCURRENCY", kind: "int", default: "2", min: 1, max: 64, description: "NARs one chunker process works on at once." },
+  { name: "NIXCAS_CHUNKER_CONCURRENCY", kind: "int", default: "2", min: 1, max: 64, description: `NARs one chunker process works on at once in each lane of INGEST: NARs under ${LARGE_NAR_BYTES / 1048576} MiB (declared NarSize) and larger ones have separate slots, so a small upload never waits behind large ones (up to twice this many NARs at once).` },
   { name: "NIXCAS_INDEXER_CONCURRENCY", kind: "int", default: "8", min: 1, max: 256, description: "Index items one indexer process works on at once." },
   { name: "NIXCAS_ACK_WAIT_SECONDS", kind: "int", default: "60", min: 5, max: 3600, description: "Work-queue ack_wait; workers send in-progress heartbeats well inside it." },
   { name: "NIXCAS_MAX_DELIVER", kind: "int", default: "5", min: 1, max: 100, description: "Deliveries of a work item before it goes to the dead-letter stream." },
@@ -49,6 +51,8 @@ export interface NixcasConfig {
   nats: { servers: string[] | null; credsFile: string | null; token: string | null };
   dataDir: string;
   http: { host: string; port: number };
+  /** NIXCAS_HEALTH_PORT: a lone service's health server; null = none. */
+  healthPort: number | null;
   secretKeyFile: string | null;
   keyName: string;
   pushToken: string | null;
@@ -125,6 +129,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): NixcasConfig {
     nats: { servers: servers ? servers.split(",").map((s) => s.trim()) : null, credsFile: str("NATS_CREDS"), token: str("NATS_TOKEN") },
     dataDir: str("NIXCAS_DATA_DIR")!,
     http: { host: str("NIXCAS_HTTP_HOST")!, port: num("NIXCAS_HTTP_PORT") },
+    healthPort: values.get("NIXCAS_HEALTH_PORT") === null ? null : num("NIXCAS_HEALTH_PORT"),
     secretKeyFile: str("NIXCAS_SECRET_KEY_FILE"),
     keyName: str("NIXCAS_KEY_NAME")!,
     pushToken: str("NIXCAS_PUSH_TOKEN"),

@@ -14,7 +14,8 @@
 // hold for every accepted `t`.
 import type { CID } from "multiformats/cid";
 import { FormatError } from "./errors.ts";
-import { checkLink, DAG_CBOR_CODEC, decodeNode, encodeNode, type EncodedBlock } from "./block.ts";
+import { checkLink, decodeNode, encodeNode, type EncodedBlock } from "./block.ts";
+import { DAG_CBOR_CODEC } from "./cid.ts";
 import { HASH_SIZES, isHashAlgorithm } from "./hash.ts";
 import { DEFAULT_STORE_DIR, parseStorePath, storePathNameError } from "./store-path.ts";
 

@@ -31,3 +31,41 @@ export class ConfigError extends NixcasError {
     super("config", message, options);
   }
 }
+
+/**
+ * A work item that can never succeed (bad NAR, hash mismatch…): the work queue dead-letters it
+ * at once instead of retrying (shared/nats/work-queue.ts).
+ */
+export class PermanentError extends NixcasError {
+  constructor(code: string, message: string, options?: ErrorOptions) {
+    super(code, message, options);
+  }
+}
+
+/**
+ * A PermanentError whose message starts with its code: the message is what ends up as the
+ * upload's `reason` and the dead letter's Nixcas-Reason, and the code makes it machine-readable.
+ */
+export function permanent(code: string, message: string, options?: ErrorOptions): PermanentError {
+  return new PermanentError(code, message.startsWith(`${code}: `) ? message : `${code}: ${message}`, options);
+}
+
+/**
+ * The class of an error as it travels in a service's error reply (shared/nats/service.ts), so
+ * the client throws the class the service threw: bad input, bytes that do not match, or
+ * anything else.
+ */
+export type ErrorKind = "FormatError" | "IntegrityError" | "NixcasError";
+
+export function errorKindOf(err: unknown): ErrorKind {
+  if (err instanceof IntegrityError) return "IntegrityError";
+  if (err instanceof FormatError) return "FormatError";
+  return "NixcasError";
+}
+
+/** The error of `kind` with this code and message; an unknown kind is a plain NixcasError. */
+export function errorOfKind(kind: unknown, code: string, message: string): NixcasError {
+  if (kind === "IntegrityError") return new IntegrityError(code, message);
+  if (kind === "FormatError") return new FormatError(code, message);
+  return new NixcasError(code, message);
+}

@@ -1,6 +1,6 @@
 // FastCDC 2020 content-defined chunking, cut for cut (and gear hash for gear hash) what the
 // reference implementation (Rust crate `fastcdc` 4.0.1, module v2020) cuts; the vectors are in
-// ../shared/testdata/fastcdc/.
+// tests/fixtures/fastcdc/.
 //
 // The reference's cut(), restated per byte position p of a chunk (0 = its first byte), with R
 // the bytes left (at most maxSize):
@@ -253,33 +253,28 @@ export class FastCdcChunker {
   }
 }
 
-/** All cuts of `data` (lengths and reference gear hashes). */
-export function cutPoints(data: Uint8Array, options: ChunkerOptions = DEFAULT_CHUNKER_OPTIONS): Cut[] {
-  const cuts: Cut[] = [];
-  const cutter = new FastCdcCutter(options, (chunk, hash) => {
-    cuts.push({ length: chunk.length, hash });
-  });
+/** Runs a cutter over all of `data` at once, calling `onChunk` for each chunk in order. */
+function cutWhole(data: Uint8Array, options: ChunkerOptions, onChunk: ChunkCallback): void {
+  const cutter = new FastCdcCutter(options, onChunk);
   try {
     cutter.push(data);
     cutter.finish();
   } finally {
     cutter.dispose();
   }
+}
+
+/** All cuts of `data` (lengths and reference gear hashes). */
+export function cutPoints(data: Uint8Array, options: ChunkerOptions = DEFAULT_CHUNKER_OPTIONS): Cut[] {
+  const cuts: Cut[] = [];
+  cutWhole(data, options, (chunk, hash) => cuts.push({ length: chunk.length, hash }));
   return cuts;
 }
 
 /** Chunk lengths of `data`, in order (they sum to data.length). */
 export function chunkLengths(data: Uint8Array, options: ChunkerOptions = DEFAULT_CHUNKER_OPTIONS): number[] {
   const lengths: number[] = [];
-  const cutter = new FastCdcCutter(options, (chunk) => {
-    lengths.push(chunk.length);
-  });
-  try {
-    cutter.push(data);
-    cutter.finish();
-  } finally {
-    cutter.dispose();
-  }
+  cutWhole(data, options, (chunk) => lengths.push(chunk.length));
   return lengths;
 }
 

@@ -1,4 +1,4 @@
-// Hashes as Nix spells them (nix-protocol.md §3.2, §4.1).
+// Hashes as Nix spells them (docs/nix-protocol.md §3.2, §4.1).
 //
 // Nix (Hash::parseAnyPrefixed / parseAny, libutil/hash.cc) takes `algo:` followed by base16,
 // nix32 or base64 — told apart only by length, which differs for every algorithm — or SRI

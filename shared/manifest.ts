@@ -5,7 +5,8 @@
 // holds more than FAN-OUT refs per tree level.
 import type { CID } from "multiformats/cid";
 import { FormatError } from "./errors.ts";
-import { checkLink, DAG_CBOR_CODEC, decodeNode, encodeNode, RAW_CODEC, type EncodedBlock } from "./block.ts";
+import { checkLink, decodeNode, encodeNode, type EncodedBlock } from "./block.ts";
+import { DAG_CBOR_CODEC, RAW_CODEC } from "./cid.ts";
 
 export type { EncodedBlock };
 

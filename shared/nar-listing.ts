@@ -1,4 +1,4 @@
-// NAR listings: the `<hash>.ls` files of a binary cache (nix-protocol.md §5.3, version 1).
+// NAR listings: the `<hash>.ls` files of a binary cache (docs/nix-protocol.md §5.3, version 1).
 //
 // * `NarListingBuilder` — a NarVisitor that builds the listing while a NAR is parsed.
 // * `formatNarListing` — the exact bytes Nix 2.8 writes (`listNar` in nar-accessor.cc with its
@@ -304,11 +304,7 @@ class JsonReader {
   private object(depth: number): JsonObject {
     const obj = new JsonObject();
     this.pos++; // {
-    this.ws();
-    if (this.b[this.pos] === 0x7d) {
-      this.pos++;
-      return obj;
-    }
+    if (this.closesAtOnce(0x7d)) return obj;
     for (;;) {
       this.ws();
       if (this.b[this.pos] !== 0x22) this.fail("expected a string key");
@@ -321,36 +317,35 @@ class JsonReader {
       if (this.b[this.pos] !== 0x3a) this.fail("expected ':'");
       this.pos++;
       obj.fields.set(key, this.value(depth));
-      this.ws();
-      const c = this.b[this.pos];
-      this.pos++;
-      if (c === 0x7d) return obj;
-      if (c !== 0x2c) {
-        this.pos--;
-        this.fail("expected ',' or '}'");
-      }
+      if (this.closesAfterItem(0x7d, "expected ',' or '}'")) return obj;
     }
   }
 
   private array(depth: number): Json[] {
     const arr: Json[] = [];
     this.pos++; // [
-    this.ws();
-    if (this.b[this.pos] === 0x5d) {
-      this.pos++;
-      return arr;
-    }
+    if (this.closesAtOnce(0x5d)) return arr;
     for (;;) {
       arr.push(this.value(depth));
-      this.ws();
-      const c = this.b[this.pos];
-      this.pos++;
-      if (c === 0x5d) return arr;
-      if (c !== 0x2c) {
-        this.pos--;
-        this.fail("expected ',' or ']'");
-      }
+      if (this.closesAfterItem(0x5d, "expected ',' or ']'")) return arr;
     }
+  }
+
+  /** Just after `{` or `[`: whether the container is empty (then `close` is consumed). */
+  private closesAtOnce(close: number): boolean {
+    this.ws();
+    if (this.b[this.pos] !== close) return false;
+    this.pos++;
+    return true;
+  }
+
+  /** After a member or element: consumes `,` (false: another follows) or `close` (true). */
+  private closesAfterItem(close: number, expected: string): boolean {
+    this.ws();
+    const c = this.b[this.pos];
+    if (c !== close && c !== 0x2c) this.fail(expected);
+    this.pos++;
+    return c === close;
   }
 
   private number(): number {

@@ -1,5 +1,5 @@
 // The NAR (Nix ARchive) format: constants, byte-string helpers, and a strict streaming push
-// parser. Format and strictness rules: ../../shared/nix-protocol.md §5.1–5.2.
+// parser. Format and strictness rules: docs/nix-protocol.md §5.1–5.2.
 //
 //   str(s) = u64le(len) ‖ s ‖ zero padding to a multiple of 8
 //   nar    = str("nix-archive-1") node
@@ -97,11 +97,6 @@ export function byteStringToBytes(s: ByteString): Uint8Array {
     out[i] = c;
   }
   return out;
-}
-
-/** UTF-8 text (a file name typed by a person) → the byte string of its UTF-8 encoding. */
-export function utf8ToByteString(text: string): ByteString {
-  return bytesToByteString(new TextEncoder().encode(text));
 }
 
 const strictUtf8 = new TextDecoder("utf-8", { fatal: true });
@@ -254,6 +249,15 @@ const EXPECTING: readonly string[] = [
   "tag ')' closing the entry",
   "nothing",
 ];
+
+/** The states that admit one fixed tag and then only move on: [that tag, the next state]. */
+const FIXED_TAG_STEPS: ReadonlyMap<number, readonly [Uint8Array, number]> = new Map([
+  [G_TYPE_TAG, [T_TYPE, G_TYPE]],
+  [G_TARGET_TAG, [T_TARGET, G_TARGET]],
+  [G_ENTRY_OPEN, [T_OPEN, G_NAME_TAG]],
+  [G_NAME_TAG, [T_NAME, G_NAME]],
+  [G_ENTRY_CLOSE, [T_CLOSE, G_DIR_ITEM]],
+]);
 
 interface DirFrame {
   dir: NarDirectory;
@@ -520,10 +524,6 @@ export class NarParser {
         this.nodeOffset = this.tokStart;
         this.g = G_TYPE_TAG;
         break;
-      case G_TYPE_TAG:
-        this.expect(b, s, n, T_TYPE);
-        this.g = G_TYPE;
-        break;
       case G_TYPE:
         if (isToken(b, s, n, T_REGULAR)) {
           this.executable = false;
@@ -559,10 +559,6 @@ export class NarParser {
         else if (isToken(b, s, n, T_CONTENTS)) throw this.error("nar.contents.duplicate", "tag 'contents' appears twice");
         else this.expect(b, s, n, T_CLOSE);
         break;
-      case G_TARGET_TAG:
-        this.expect(b, s, n, T_TARGET);
-        this.g = G_TARGET;
-        break;
       case G_TARGET: {
         const t = b.subarray(s, s + n);
         if (n === 0) throw this.error("nar.target.empty", "empty symlink target");
@@ -591,14 +587,6 @@ export class NarParser {
           this.closeNode();
         } else this.expect(b, s, n, T_ENTRY);
         break;
-      case G_ENTRY_OPEN:
-        this.expect(b, s, n, T_OPEN);
-        this.g = G_NAME_TAG;
-        break;
-      case G_NAME_TAG:
-        this.expect(b, s, n, T_NAME);
-        this.g = G_NAME;
-        break;
       case G_NAME:
         this.acceptName(b.subarray(s, s + n));
         this.g = G_NODE_TAG;
@@ -613,10 +601,16 @@ export class NarParser {
         this.g = G_OPEN;
         break;
       }
-      case G_ENTRY_CLOSE:
-        this.expect(b, s, n, T_CLOSE);
-        this.g = G_DIR_ITEM;
+      case G_TYPE_TAG:
+      case G_TARGET_TAG:
+      case G_ENTRY_OPEN:
+      case G_NAME_TAG:
+      case G_ENTRY_CLOSE: {
+        const [tag, next] = FIXED_TAG_STEPS.get(this.g)!;
+        this.expect(b, s, n, tag);
+        this.g = next;
         break;
+      }
     }
     this.afterString(n);
   }

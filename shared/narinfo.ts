@@ -1,4 +1,4 @@
-// `.narinfo` text: parse strictly, write exactly what Nix writes (nix-protocol.md §3).
+// `.narinfo` text: parse strictly, write exactly what Nix writes (docs/nix-protocol.md §3).
 //
 // Strict where Nix's own parser (NarInfo::NarInfo, libstore/nar-info.cc) would misread or choke,
 // so that anything we accept and serve again parses the same in every client: LF line ends only,
@@ -72,7 +72,7 @@ export const NARINFO_MAX_EXTRA_FIELDS = 64;
 /** Longest URL, System or unknown value. */
 export const NARINFO_MAX_VALUE_LENGTH = 4096;
 
-/** Compression names Nix's makeDecompressionSink knows (nix-protocol.md §3.2). */
+/** Compression names Nix's makeDecompressionSink knows (docs/nix-protocol.md §3.2, §6.1). */
 export const NARINFO_COMPRESSIONS: ReadonlySet<string> = new Set([
   "none", "xz", "bzip2", "zstd", "br", "gzip", "lz4", "lzip", "lzma", "lzop", "compress", "grzip", "lrzip",
 ]);

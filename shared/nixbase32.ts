@@ -2,7 +2,7 @@
 //
 // It is not RFC 4648. The byte array is read as one little-endian number and printed most
 // significant digit first, so byte 0's low 5 bits are the *last* character; the alphabet leaves
-// out e, o, u and t (nix-protocol.md §4.1). This sits on the narinfo serving path, so both
+// out e, o, u and t (docs/nix-protocol.md §4.1). This sits on the narinfo serving path, so both
 // directions work on character codes and lookup tables, never on strings char by char.
 import { FormatError } from "./errors.ts";
 

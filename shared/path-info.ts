@@ -3,7 +3,8 @@
 // express, on the way in and on the way out, so no invalid record is written or believed.
 import type { CID } from "multiformats/cid";
 import { FormatError } from "./errors.ts";
-import { checkLink, DAG_CBOR_CODEC, decodeNode, encodeNode, type EncodedBlock } from "./block.ts";
+import { checkLink, decodeNode, encodeNode, type EncodedBlock } from "./block.ts";
+import { DAG_CBOR_CODEC } from "./cid.ts";
 import { checkStoreDir, parseContentAddress, parseStorePath, parseStorePathBaseName } from "./store-path.ts";
 
 export interface PathInfo {
@@ -24,8 +25,6 @@ export interface PathInfo {
   manifest: CID;
   /** Registration time, Unix milliseconds. */
   registered: number;
-  /** Who uploaded it, or null. */
-  uploader: string | null;
 }
 
 export interface PathInfoOptions {
@@ -36,13 +35,20 @@ export interface PathInfoOptions {
 /** Checks and encodes a PathInfo node. */
 export function encodePathInfo(info: PathInfo, options: PathInfoOptions = {}): EncodedBlock {
   checkPathInfo(info, `PathInfo for ${String(info.storePath)}`, options);
+  // The legacy field is read (decodePathInfo drops it), never written.
+  if (Object.hasOwn(info, LEGACY_UPLOADER)) {
+    throw new FormatError("path-info.uploader", `PathInfo for ${info.storePath}: the field "uploader" of nixcas 0.1.0 is read, never written`);
+  }
   // Only the schema's fields go in: a caller's extra properties are an error, not data.
   return encodeNode("PathInfo", info);
 }
 
+/** Always null in nodes nixcas 0.1.0 wrote; the schema keeps it optional so they still read. */
+const LEGACY_UPLOADER = "uploader";
+
 /** Decodes a PathInfo node; with `cid`, the bytes must be that block. */
 export function decodePathInfo(bytes: Uint8Array, cid?: CID, options: PathInfoOptions = {}): PathInfo {
-  const info = decodeNode("PathInfo", bytes, cid) as PathInfo;
+  const { [LEGACY_UPLOADER]: _legacy, ...info } = decodeNode("PathInfo", bytes, cid) as PathInfo & { uploader?: string | null };
   checkPathInfo(info, cid ? `PathInfo ${cid}` : "PathInfo", options);
   return info;
 }
@@ -111,8 +117,4 @@ export function checkPathInfo(info: PathInfo, where: string, options: PathInfoOp
   }
 
   wrap("manifest", () => checkLink(info.manifest, DAG_CBOR_CODEC, "manifest"));
-
-  if (info.uploader !== null && (typeof info.uploader !== "string" || info.uploader.length === 0)) {
-    fail("uploader", "uploader must be a non-empty string or null");
-  }
 }

@@ -1,4 +1,4 @@
-// Nix's ed25519 keys and narinfo signatures (nix-protocol.md §4.3–4.5; libstore/crypto.cc).
+// Nix's ed25519 keys and narinfo signatures (docs/nix-protocol.md §4.3–4.5; NixOS/nix@2.8.0:src/libstore/crypto.cc).
 //
 // Key files are `<name>:<base64>` — 64 bytes (libsodium's seed ‖ public key) for a secret key,
 // 32 for a public key — split at the first ':'. A signature is `<name>:<base64 of 64 bytes>`
@@ -35,7 +35,7 @@ export interface Signature {
   signature: Uint8Array;
 }
 
-/** What a path's signature covers (§4.3); everything else in a narinfo may change freely. */
+/** What a path's signature covers (docs/nix-protocol.md §4.3); everything else in a narinfo may change freely. */
 export interface FingerprintInput {
   storePath: string;
   narHash: Hash;
@@ -52,7 +52,7 @@ export interface SignatureCheck {
   unknownKey: string[];
 }
 
-// DER framing that turns raw ed25519 bytes into PKCS#8 / SPKI for node:crypto (§4.4).
+// DER framing that turns raw ed25519 bytes into PKCS#8 / SPKI for node:crypto (docs/nix-protocol.md §4.4).
 const PKCS8_ED25519_PREFIX = Buffer.from("302e020100300506032b657004220420", "hex");
 const SPKI_ED25519_PREFIX = Buffer.from("302a300506032b6570032100", "hex");
 
@@ -63,22 +63,22 @@ const SIGNATURE_BYTES = 64;
 const privateKeyCache = new WeakMap<Uint8Array, KeyObject>();
 const publicKeyCache = new WeakMap<Uint8Array, KeyObject>();
 
-function privateKeyObject(seed: Uint8Array): KeyObject {
-  let key = privateKeyCache.get(seed);
+/** node:crypto's KeyObject for raw key bytes, made once per byte array (parsing DER costs). */
+function cachedKeyObject(cache: WeakMap<Uint8Array, KeyObject>, raw: Uint8Array, make: () => KeyObject): KeyObject {
+  let key = cache.get(raw);
   if (!key) {
-    key = createPrivateKey({ key: Buffer.concat([PKCS8_ED25519_PREFIX, seed]), format: "der", type: "pkcs8" });
-    privateKeyCache.set(seed, key);
+    key = make();
+    cache.set(raw, key);
   }
   return key;
 }
 
+function privateKeyObject(seed: Uint8Array): KeyObject {
+  return cachedKeyObject(privateKeyCache, seed, () => createPrivateKey({ key: Buffer.concat([PKCS8_ED25519_PREFIX, seed]), format: "der", type: "pkcs8" }));
+}
+
 function publicKeyObject(raw: Uint8Array): KeyObject {
-  let key = publicKeyCache.get(raw);
-  if (!key) {
-    key = createPublicKey({ key: Buffer.concat([SPKI_ED25519_PREFIX, raw]), format: "der", type: "spki" });
-    publicKeyCache.set(raw, key);
-  }
-  return key;
+  return cachedKeyObject(publicKeyCache, raw, () => createPublicKey({ key: Buffer.concat([SPKI_ED25519_PREFIX, raw]), format: "der", type: "spki" }));
 }
 
 function publicKeyFromSeed(seed: Uint8Array): Uint8Array {

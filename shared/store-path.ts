@@ -183,7 +183,7 @@ export interface ContentAddressOptions {
 }
 
 /**
- * The store path a content address gives (nix-protocol.md §4.2): makeTextPath or
+ * The store path a content address gives (docs/nix-protocol.md §4.2): makeTextPath or
  * makeFixedOutputPath of Nix 2.8. `references` are base names, without the path itself.
  */
 export function storePathForContentAddress(
@@ -217,7 +217,7 @@ export function storePathForContentAddress(
 
 /**
  * ValidPathInfo::isContentAddressed: does `ca` (with these references, which may include the path
- * itself) really give `storePath`? Such a path needs no signature (§4.5). False for an
+ * itself) really give `storePath`? Such a path needs no signature (docs/nix-protocol.md §4.5.2). False for an
  * unparsable or inapplicable CA, never throws on it.
  */
 export function isContentAddressedPath(

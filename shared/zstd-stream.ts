@@ -120,7 +120,7 @@ export class ZstdFrameScanner {
           pos = this.#gather(chunk, pos, this.#headerLength);
           if (this.#accLength < this.#headerLength) break;
           if (this.#headerLength === 5) {
-            // Descriptor known: the header's full length follows from its flags (§3.1.1.1.1).
+            // Descriptor known: the header's full length follows from its flags (RFC 8878 §3.1.1.1.1).
             const d = this.#acc[4]!;
             const singleSegment = (d & 0x20) !== 0;
             this.#headerLength = 5 + (singleSegment ? 0 : 1) + [0, 1, 2, 4][d & 3]! + [singleSegment ? 1 : 0, 2, 4, 8][d >> 6]!;
@@ -222,7 +222,7 @@ export class ZstdFrameScanner {
     if (header.dictionaryId !== 0) {
       throw new FormatError("decompress.unsupported", `${where} needs zstd dictionary ${header.dictionaryId}; dictionaries are not supported`);
     }
-    // The window (§3.1.1.1.2): from the window descriptor's exponent, or, in a single-segment
+    // The window (RFC 8878 §3.1.1.1.2): from the window descriptor's exponent, or, in a single-segment
     // frame, the content size. zlib would refuse a larger one mid-stream with a vaguer message.
     const d = this.#acc[4]!;
     const windowSize = (d & 0x20) === 0 ? windowSizeOf(this.#acc[5]!) : header.contentSize!;
@@ -433,7 +433,7 @@ function frameCorrupt(segment: FrameSegment, err: unknown): FormatError {
   return corrupt(`zstd frame ${segment.frame} (at byte ${segment.frameOffset}) is corrupt: ${message}`, err);
 }
 
-/** Window_Descriptor → Window_Size (§3.1.1.1.2). */
+/** Window_Descriptor → Window_Size (RFC 8878 §3.1.1.1.2). */
 function windowSizeOf(descriptor: number): number {
   const base = 2 ** (10 + (descriptor >> 3));
   return base + (base / 8) * (descriptor & 7);

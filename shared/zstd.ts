@@ -5,6 +5,7 @@
 // Decompression trusts nothing in the frame: the size a block must decompress to comes from
 // the caller (the manifest / block headers), output is capped at that size + 1 byte whatever
 // the frame claims (a zstd bomb costs no memory), and any difference is an IntegrityError.
+import buffer from "node:buffer";
 import zlib from "node:zlib";
 import { ConfigError, FormatError, IntegrityError } from "./errors.ts";
 
@@ -14,6 +15,9 @@ export const ZSTD_MIN_LEVEL = -131072;
 export const ZSTD_MAX_LEVEL = 22;
 
 const ZSTD_MAGIC = 0xfd2fb528;
+/** Largest output buffer decompressChunk allocates at once (chunks are at most 768 KiB). */
+const DECODE_BUFFER_MAX = 1 << 20;
+const { MAX_LENGTH } = buffer.constants;
 const { ZSTD_c_compressionLevel, ZSTD_c_contentSizeFlag, ZSTD_c_checksumFlag } = zlib.constants;
 
 export function validateZstdLevel(level: number): number {
@@ -23,13 +27,54 @@ export function validateZstdLevel(level: number): number {
   return level;
 }
 
-/** One zstd frame of `bytes`, with the content size in its header and no checksum (the CID is the checksum). */
+/**
+ * ZSTD_COMPRESSBOUND of zstd.h: the most bytes a one-pass compression of `size` bytes can
+ * produce, frame header and block headers included.
+ */
+export function zstdCompressBound(size: number): number {
+  const margin = size < 128 * 1024 ? (128 * 1024 - size) >> 11 : 0;
+  return size + Math.floor(size / 256) + margin;
+}
+
+/**
+ * One zstd frame of `bytes`, with the content size in its header and no checksum (the CID is
+ * the checksum). Exactly one frame, checked: node:zlib (Node 24.21, 26.10) calls the encoder
+ * again whenever its output buffer came back exactly full, and that second end-of-frame call
+ * appends an empty 9-byte frame (nodejs/node#66078, denoland/deno#36689). A frame that ends
+ * on a multiple of the 16 KiB default chunkSize (e.g. 32,758 random bytes at level 3) then
+ * became a block the strict one-frame reader refuses. An output buffer larger than the
+ * compress bound is never filled, so the encoder runs once; the frame walk afterwards makes
+ * any other surprise an error here instead of an unreadable stored block.
+ */
 export function compressChunk(bytes: Uint8Array, level: number = DEFAULT_ZSTD_LEVEL): Uint8Array {
   validateZstdLevel(level);
-  return zlib.zstdCompressSync(bytes, {
+  const out = zlib.zstdCompressSync(bytes, {
     params: { [ZSTD_c_compressionLevel]: level, [ZSTD_c_contentSizeFlag]: 1, [ZSTD_c_checksumFlag]: 0 },
     pledgedSrcSize: bytes.length,
+    chunkSize: zstdCompressBound(bytes.length) + 1,
   });
+  checkSingleFrame(out, bytes.length);
+  // The result is a view of the whole output buffer; a well-compressed chunk would pin up to
+  // the bound (~ the chunk's size) for as long as its frame lives, so it gets its own copy.
+  return out.byteLength * 2 < out.buffer.byteLength ? Buffer.from(out) : out;
+}
+
+/** The encoder's output is one frame declaring `contentSize`, with nothing after it; IntegrityError otherwise. */
+function checkSingleFrame(out: Uint8Array, contentSize: number): void {
+  let length: number;
+  let declared: number | null;
+  try {
+    length = frameLength(out);
+    declared = parseFrameHeader(out).contentSize;
+  } catch (err) {
+    throw new IntegrityError("zstd.encoder", `the zstd encoder's output is not a well-formed frame (${(err as Error).message}); a block is exactly one frame`, { cause: err });
+  }
+  if (length !== out.length) {
+    throw new IntegrityError("zstd.encoder", `the zstd encoder produced ${out.length} bytes: a ${length}-byte frame and ${out.length - length} more; a block is exactly one frame`);
+  }
+  if (declared !== contentSize) {
+    throw new IntegrityError("zstd.encoder", `the zstd encoder's frame declares ${String(declared)} bytes of content for a ${contentSize}-byte chunk`);
+  }
 }
 
 /** What a zstd frame header (RFC 8878 §3.1.1.1) declares. */
@@ -108,11 +153,15 @@ export function decompressChunk(frame: Uint8Array, expectedSize: number): Uint8A
   if (length !== frame.length) {
     throw new FormatError("zstd.trailing", `${frame.length - length} bytes follow the zstd frame (${length} bytes); a block is exactly one frame`);
   }
-  const limit = expectedSize + 1;
+  // zlib stops as soon as the output passes the limit; node:zlib refuses a limit beyond the largest Buffer.
+  const limit = Math.min(expectedSize + 1, MAX_LENGTH);
   let out: Buffer;
   try {
-    // One output buffer of the limit's size; zlib stops as soon as the output passes the limit.
-    out = zlib.zstdDecompressSync(frame, { maxOutputLength: limit, chunkSize: Math.max(limit, 64) });
+    // A chunk's frame decodes into one output buffer of the limit's size. The buffer is capped:
+    // the expected size is only a claim (a hostile header or manifest may say 8 GiB for a frame
+    // of 5 bytes), and a buffer of the claimed size would be allocated up front; past the cap
+    // zlib adds buffers as the frame really produces output.
+    out = zlib.zstdDecompressSync(frame, { maxOutputLength: limit, chunkSize: Math.min(Math.max(limit, 64), DECODE_BUFFER_MAX) });
   } catch (err) {
     if ((err as { code?: string }).code === "ERR_BUFFER_TOO_LARGE") {
       throw new IntegrityError("zstd.size", `zstd frame decompresses to more than the expected ${expectedSize} bytes`, { cause: err });

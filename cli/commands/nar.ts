@@ -5,7 +5,7 @@
 import { createReadStream } from "node:fs";
 import { NixcasError } from "../../shared/errors.ts";
 import { formatNarListing, narListing } from "../../shared/nar-listing.ts";
-import { dumpPath } from "../../shared/nar-writer.ts";
+import { dumpPath } from "../../shared/node/nar-dump.ts";
 
 const USAGE = `usage: nixcas nar dump <path>            write the NAR of <path> to stdout (like nix-store --dump)
        nixcas nar ls <file.nar | ->     print the .ls listing of a NAR (JSON, as Nix 2.8 writes it)

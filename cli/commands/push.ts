@@ -4,14 +4,11 @@
 // submitted and its indexing awaited (cli/push/*). Progress and the summary go to stderr;
 // with --json the summary is also printed on stdout as one JSON object.
 // Exit status: 0 when every path is in the cache afterwards, 1 when any failed, 2 for usage.
-import { loadConfig } from "../../shared/config.ts";
-import { ChunkWorkerPool } from "../../shared/chunk-pipeline.ts";
-import { ConfigError } from "../../shared/errors.ts";
-import { createLogger } from "../../shared/log.ts";
+import { ChunkWorkerPool } from "../../shared/node/chunk-pipeline.ts";
 import { BlockStore } from "../../shared/nats/block-store.ts";
-import { connectNats } from "../../shared/nats/connect.ts";
 import { IngestClient } from "../../shared/nats/ingest-client.ts";
 import { openTopology } from "../../shared/nats/topology.ts";
+import { runNatsCommand } from "../nats-command.ts";
 import { emptyTotals, formatSummary, Progress } from "../push/progress.ts";
 import { push } from "../push/pusher.ts";
 
@@ -72,48 +69,37 @@ function parseArgs(argv: string[]): Args | string {
 }
 
 export async function run(argv: string[]): Promise<number> {
-  if (argv.includes("--help") || argv.includes("-h")) {
-    process.stdout.write(USAGE);
-    return 0;
-  }
-  const args = parseArgs(argv);
-  if (typeof args === "string") {
-    process.stderr.write(`nixcas push: ${args}\n\n${USAGE}`);
-    return 2;
-  }
-  const config = loadConfig();
-  if (!config.nats.servers) {
-    throw new ConfigError("NATS_URL is not set: nixcas push uploads over NATS; set NATS_URL to the cache's NATS server (e.g. nats://cache.example:4222)");
-  }
-  // A command-line tool: JSON logs only for problems, unless debugging was asked for.
-  const logger = createLogger({ process: "nixcas-push" }, { level: config.logLevel === "info" ? "warn" : config.logLevel });
-  const nc = await connectNats({ servers: config.nats.servers, name: "nixcas-push", credsFile: config.nats.credsFile, token: config.nats.token, logger });
-  const pool = new ChunkWorkerPool();
-  const progress = new Progress(process.stderr, emptyTotals());
-  try {
-    const topology = await openTopology(nc);
-    const blocks = new BlockStore(topology, { logger });
-    await push({
-      paths: args.paths,
-      ...(args.store !== undefined ? { store: args.store } : {}),
-      closure: args.closure,
-      jobs: args.jobs,
-      idleTimeoutMs: args.waitSeconds * 1000,
-      config,
-      nc,
-      blocks,
-      ingest: new IngestClient(topology),
-      pool,
-      progress,
-      logger,
-    });
-  } finally {
-    progress.stop();
-    await pool.close();
-    await nc.close();
-  }
-  const totals = progress.totals;
-  process.stderr.write(formatSummary(totals));
-  if (args.json) process.stdout.write(JSON.stringify(totals) + "\n");
-  return totals.failed > 0 ? 1 : 0;
+  return runNatsCommand(
+    argv,
+    { name: "push", usage: USAGE, parseArgs, natsUrlMissing: "nixcas push uploads over NATS; set NATS_URL to the cache's NATS server (e.g. nats://cache.example:4222)" },
+    async ({ args, config, logger, nc }) => {
+      const pool = new ChunkWorkerPool();
+      const progress = new Progress(process.stderr, emptyTotals());
+      try {
+        const topology = await openTopology(nc);
+        const blocks = new BlockStore(topology, { logger });
+        await push({
+          paths: args.paths,
+          ...(args.store !== undefined ? { store: args.store } : {}),
+          closure: args.closure,
+          jobs: args.jobs,
+          idleTimeoutMs: args.waitSeconds * 1000,
+          config,
+          nc,
+          blocks,
+          ingest: new IngestClient(topology),
+          pool,
+          progress,
+          logger,
+        });
+      } finally {
+        progress.stop();
+        await pool.close();
+      }
+      const totals = progress.totals;
+      process.stderr.write(formatSummary(totals));
+      if (args.json) process.stdout.write(JSON.stringify(totals) + "\n");
+      return totals.failed > 0 ? 1 : 0;
+    },
+  );
 }

@@ -1,5 +1,7 @@
 // `nixcas up`: the whole cache on one machine, in one process (cli/all-in-one.ts), then prints
-// what a Nix user needs. SIGINT/SIGTERM stop everything in reverse order and exit 0.
+// what a Nix user needs. SIGINT/SIGTERM stop everything within seconds and exit 0 (a second
+// signal exits at once); a local nats-server that keeps dying, or a NATS connection closed for
+// good, stops everything and exits 1 with one line saying why.
 import { existsSync } from "node:fs";
 import { mkdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
@@ -49,14 +51,29 @@ export async function run(args: string[]): Promise<number> {
     ].join("\n"),
   );
 
-  await new Promise<void>((resolveSignal) => {
-    const onSignal = (signal: string) => {
-      logger.info("stopping", { signal });
-      resolveSignal();
+  const signalled = new Promise<string>((resolveSignal) => {
+    let firstAt = 0;
+    const onSignal = (signal: NodeJS.Signals) => {
+      // A terminal's Ctrl-C and a forwarding parent (npm, npx) deliver the same signal twice
+      // within milliseconds: only a repeat after a second is the user asking again.
+      if (firstAt === 0) firstAt = Date.now();
+      else if (Date.now() - firstAt > 1_000) {
+        // Asked twice: stop waiting. The local nats-server dies with us (parent-death signal).
+        process.stderr.write(`nixcas: ${signal} again: exiting without waiting\n`);
+        process.exit(130);
+      }
+      resolveSignal(signal);
     };
-    process.once("SIGINT", onSignal);
-    process.once("SIGTERM", onSignal);
+    process.on("SIGINT", onSignal);
+    process.on("SIGTERM", onSignal);
   });
+  const outcome = await Promise.race([signalled, cluster.failure]);
+  if (typeof outcome === "string") logger.info("stopping", { signal: outcome });
+  else logger.error("stopping: this nixcas can no longer serve", { error: outcome.message });
   await cluster.stop();
-  return 0;
+  // Everything is stopped; a handle some library left open must not keep the process alive.
+  setTimeout(() => process.exit(process.exitCode ?? 0), 2_000).unref();
+  if (typeof outcome === "string") return 0;
+  process.stderr.write(`nixcas: ${outcome.message}\n`);
+  return 1;
 }

@@ -9,14 +9,14 @@
 // is still publishing waits for that ack before it submits its manifest.
 import type { NatsConnection } from "@nats-io/nats-core";
 import type { CID } from "multiformats/cid";
+import { BoundedTasks } from "../../shared/bounded-tasks.ts";
 import { NixcasError } from "../../shared/errors.ts";
 import type { BlockStore } from "../../shared/nats/block-store.ts";
+import { INDEX_QUERY_SUBJECTS, MAX_QUERY_ITEMS, type MissingChunksReply, type MissingChunksRequest } from "../../shared/nats/index-protocol.ts";
 import { requestService } from "../../shared/nats/service.ts";
-import { SUBJECTS } from "../../shared/nats/subjects.ts";
 
-export const MISSING_CHUNKS_SUBJECT = `${SUBJECTS.indexQuery}.missing-chunks`;
-/** The indexer's limit per query. */
-export const MAX_QUERY_ITEMS = 10_000;
+/** What answers the index queries, for the error when nothing does. */
+export const INDEXER = "the cache's indexer (nixcas up, or nixcas service indexer)";
 
 export interface PendingBlock {
   cid: CID;
@@ -80,8 +80,8 @@ export class BlockUploader {
   readonly #o: Required<Omit<BlockUploaderOptions, "counters">> & { counters: BlockCounters[] };
   #batch: PendingBlock[] = [];
   #batchBytes = 0;
-  #inFlight: Promise<void>[] = [];
-  #error: unknown = undefined;
+  /** Batches being queried and published; a failed one fails the uploader. */
+  readonly #batches: BoundedTasks;
 
   constructor(options: BlockUploaderOptions) {
     this.#o = {
@@ -92,11 +92,12 @@ export class BlockUploader {
       ...options,
     };
     if (this.#o.batchBlocks > MAX_QUERY_ITEMS) throw new RangeError(`batchBlocks must be at most ${MAX_QUERY_ITEMS}`);
+    this.#batches = new BoundedTasks(this.#o.maxBatchesInFlight);
   }
 
   /** Queues a block; may wait for an earlier batch (bounded memory). Throws an earlier failure. */
   async add(block: PendingBlock): Promise<void> {
-    this.#check();
+    this.#batches.check();
     this.#batch.push(block);
     this.#batchBytes += block.frame.length;
     if (this.#batch.length >= this.#o.batchBlocks || this.#batchBytes >= this.#o.batchBytes) await this.#dispatch();
@@ -104,19 +105,14 @@ export class BlockUploader {
 
   /** Sends what is queued and waits until every block is durable; throws the first failure. */
   async finish(): Promise<void> {
-    this.#check();
+    this.#batches.check();
     await this.#dispatch();
-    await Promise.all(this.#inFlight);
-    this.#check();
+    await this.#batches.drain();
   }
 
   /** Waits for what is in flight, ignoring failures (before reporting another error). */
   async settle(): Promise<void> {
-    await Promise.allSettled(this.#inFlight);
-  }
-
-  #check(): void {
-    if (this.#error !== undefined) throw this.#error;
+    await this.#batches.settle();
   }
 
   async #dispatch(): Promise<void> {
@@ -124,14 +120,7 @@ export class BlockUploader {
     const batch = this.#batch;
     this.#batch = [];
     this.#batchBytes = 0;
-    while (this.#inFlight.length >= this.#o.maxBatchesInFlight) {
-      await this.#inFlight.shift();
-      this.#check();
-    }
-    const run = this.#process(batch).catch((err: unknown) => {
-      this.#error ??= err;
-    });
-    this.#inFlight.push(run);
+    await this.#batches.add(() => this.#process(batch));
   }
 
   async #process(batch: PendingBlock[]): Promise<void> {
@@ -169,11 +158,13 @@ export class BlockUploader {
   }
 
   async #missing(cids: string[]): Promise<Set<string>> {
-    const reply = await requestService<{ missing?: unknown }>(this.#o.nc, MISSING_CHUNKS_SUBJECT, { cids }, { timeoutMs: this.#o.queryTimeoutMs });
+    const subject = INDEX_QUERY_SUBJECTS.missingChunks;
+    const request: MissingChunksRequest = { cids };
+    const reply = await requestService<Partial<MissingChunksReply> | null>(this.#o.nc, subject, request, { timeoutMs: this.#o.queryTimeoutMs, responder: INDEXER });
     const asked = new Set(cids);
-    const missing = reply?.missing;
+    const missing: unknown = reply?.missing;
     if (!Array.isArray(missing) || !missing.every((c) => typeof c === "string" && asked.has(c))) {
-      throw new NixcasError("push.query-reply", `${MISSING_CHUNKS_SUBJECT}: the reply is not a list of the CIDs asked about`);
+      throw new NixcasError("push.query-reply", `${subject}: the reply is not a list of the CIDs asked about`);
     }
     return new Set(missing as string[]);
   }

@@ -7,22 +7,20 @@
 // cache never advertises a path whose references it cannot serve. A path whose reference failed
 // is not submitted (it fails too, naming the reference).
 import type { NatsConnection } from "@nats-io/nats-core";
-import type { ChunkWorkerPool } from "../../shared/chunk-pipeline.ts";
+import type { ChunkWorkerPool } from "../../shared/node/chunk-pipeline.ts";
 import type { NixcasConfig } from "../../shared/config.ts";
 import { NixcasError } from "../../shared/errors.ts";
 import type { Logger } from "../../shared/log.ts";
 import type { BlockStore } from "../../shared/nats/block-store.ts";
 import { Semaphore } from "../../shared/nats/flow-control.ts";
 import type { IngestClient } from "../../shared/nats/ingest-client.ts";
+import { INDEX_QUERY_SUBJECTS, MAX_QUERY_ITEMS, type HasPathsReply, type HasPathsRequest } from "../../shared/nats/index-protocol.ts";
 import { requestService } from "../../shared/nats/service.ts";
-import { SUBJECTS } from "../../shared/nats/subjects.ts";
-import { emptyCounters, KnownBlocks, MAX_QUERY_ITEMS } from "./block-uploader.ts";
+import { emptyCounters, INDEXER, KnownBlocks } from "./block-uploader.ts";
 import { queryPaths, type LocalPathInfo } from "./closure.ts";
 import type { Progress } from "./progress.ts";
 import { storeAccess } from "./store-access.ts";
 import { preparePath, submitPath } from "./upload-path.ts";
-
-export const HAS_PATHS_SUBJECT = `${SUBJECTS.indexQuery}.has-paths`;
 
 export interface PushOptions {
   /** Store paths (or anything `nix path-info` resolves to one). */
@@ -121,21 +119,21 @@ export async function push(options: PushOptions): Promise<void> {
 
 /** `nixcas.index.has-paths` in requests of at most MAX_QUERY_ITEMS hash parts. */
 export async function hasPaths(nc: NatsConnection, hashParts: string[]): Promise<boolean[]> {
+  const subject = INDEX_QUERY_SUBJECTS.hasPaths;
   const present: boolean[] = [];
   for (let i = 0; i < hashParts.length; i += MAX_QUERY_ITEMS) {
-    const batch = hashParts.slice(i, i + MAX_QUERY_ITEMS);
-    let reply: { present?: unknown };
+    const request: HasPathsRequest = { hashParts: hashParts.slice(i, i + MAX_QUERY_ITEMS) };
+    let reply: Partial<HasPathsReply> | null;
     try {
-      reply = await requestService<{ present?: unknown }>(nc, HAS_PATHS_SUBJECT, { hashParts: batch }, { timeoutMs: 60_000 });
+      reply = await requestService<Partial<HasPathsReply> | null>(nc, subject, request, { timeoutMs: 60_000, responder: INDEXER });
     } catch (err) {
-      if (err instanceof NixcasError && err.code === "service.request" && /no responders/i.test(err.message)) {
-        throw new NixcasError("push.unavailable", `no indexer answers on ${HAS_PATHS_SUBJECT}: is the cache running (nixcas up, or the indexer service) on this NATS server?`, { cause: err });
-      }
+      // The first request of a push: nothing answering means no cache on this NATS server.
+      if (err instanceof NixcasError && err.code === "service.unavailable") throw new NixcasError("push.unavailable", err.message, { cause: err });
       throw err;
     }
-    const p = reply?.present;
-    if (!Array.isArray(p) || p.length !== batch.length || !p.every((b) => typeof b === "boolean")) {
-      throw new NixcasError("push.query-reply", `${HAS_PATHS_SUBJECT}: the reply is not one boolean per hash part asked about`);
+    const p: unknown = reply?.present;
+    if (!Array.isArray(p) || p.length !== request.hashParts.length || !p.every((b) => typeof b === "boolean")) {
+      throw new NixcasError("push.query-reply", `${subject}: the reply is not one boolean per hash part asked about`);
     }
     present.push(...(p as boolean[]));
   }

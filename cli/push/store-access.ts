@@ -5,7 +5,7 @@
 // `nix store dump-path`, which yields the same NAR.
 import { spawn } from "node:child_process";
 import { NixcasError } from "../../shared/errors.ts";
-import { dumpPath } from "../../shared/nar-writer.ts";
+import { dumpPath } from "../../shared/node/nar-dump.ts";
 
 export interface NarSource {
   /** The NAR, streamed. */

@@ -9,7 +9,7 @@
 // submitted and those blocks stay unreferenced until GC sweeps them. Nothing is ever
 // advertised for a path whose NAR did not match.
 import type { CID } from "multiformats/cid";
-import { chunkNar, type ChunkWorkerPool } from "../../shared/chunk-pipeline.ts";
+import { chunkNar, type ChunkWorkerPool } from "../../shared/node/chunk-pipeline.ts";
 import { IntegrityError, NixcasError } from "../../shared/errors.ts";
 import type { ChunkerOptions } from "../../shared/fastcdc.ts";
 import { formatHash, sha256Hash } from "../../shared/hash.ts";
@@ -134,7 +134,6 @@ export function uploadMetadata(info: LocalPathInfo): UploadMetadata {
     deriver: info.deriver,
     ca: info.ca,
     sigs: info.sigs,
-    uploader: null,
   };
 }
 

@@ -1,5 +1,5 @@
-// Composition root of the chunker as its own process (`node services/chunker/main.ts`).
+// The chunker as its own process (`node services/chunker/main.ts`, what `nixcas service chunker` runs).
 import { runServiceProcess } from "../../shared/nats/service-process.ts";
-import { startChunker } from "./chunker.ts";
+import { SERVICES } from "../registry.ts";
 
-await runServiceProcess("chunker", startChunker);
+await runServiceProcess("chunker", SERVICES.chunker);

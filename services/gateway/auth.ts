@@ -1,6 +1,6 @@
 // Push authentication: one shared token. Nix sends what netrc gives it — preemptive Basic auth
 // (any user name, the token as password) — and other clients send `Bearer <token>`.
-// Reads never need it: nix-cache-info must always answer 200 (nix-protocol.md §2), and a 401 on
+// Reads never need it: nix-cache-info must always answer 200 (docs/nix-protocol.md §2), and a 401 on
 // a GET only looks like a cache miss to clients.
 import { createHash, timingSafeEqual } from "node:crypto";
 import type { IncomingMessage } from "node:http";

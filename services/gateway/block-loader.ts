@@ -48,6 +48,9 @@ export class BlockLoader {
       bytes = await verifyFrame(cid, stored);
     } catch (err) {
       this.#logger.error("stored block failed verification; not served", { cid: key, error: err });
+      // Announced so it gets repaired (`nixcas verify --repair`, or the next upload containing
+      // it); the gateway itself deletes nothing: it has no good bytes to put in its place.
+      if (err instanceof IntegrityError) this.#blocks.reportCorrupt(cid, err, "gateway");
       throw err;
     }
     const block: VerifiedBlock = { frame: stored.frame, size: stored.size, codec: stored.codec };

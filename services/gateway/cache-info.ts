@@ -1,4 +1,4 @@
-// /nix-cache-info (nix-protocol.md §2): always 200 and never behind auth — Nix 2.8 treats
+// /nix-cache-info (docs/nix-protocol.md §2): always 200 and never behind auth — Nix 2.8 treats
 // 401/403/404 here as "no cache yet" and PUTs the file, and current Nix fails on anything but 404.
 // The PUT it sends then (only after a 404, so never to us in practice) is accepted and ignored:
 // the file describes this server, not the client's wishes.

@@ -1,10 +1,10 @@
-// Pipelined reads: one direct get per chunk is a round trip to JetStream, so a NAR is read with
-// many gets in flight while the results are yielded strictly in order. Both the number of reads
-// in flight and the bytes they will bring are bounded, so a fast reader cannot flood the NATS
-// connection (slow-consumer cut-off) or the heap, and a slow HTTP client holds at most one
-// window of chunks.
+// Pipelined chunk reads for responses (shared/read-ahead.ts): many direct gets in flight, results
+// yielded strictly in order. Both the number of reads in flight and the bytes they will bring
+// are bounded, per response and across all responses of the gateway (ReadBudget), so a slow
+// HTTP client holds at most one window of chunks and a thousand downloads do not each hold one.
 import type { CID } from "multiformats/cid";
 import type { ManifestChunk } from "../../shared/manifest.ts";
+import { readAhead, type ReadAheadBudget } from "../../shared/read-ahead.ts";
 import type { BlockLoader, LoadedBlock } from "./block-loader.ts";
 
 export interface ReadWindow {
@@ -21,7 +21,7 @@ export const DEFAULT_READ_WINDOW: ReadWindow = { maxInFlight: 32, maxBytesInFlig
  * each hold a full window: a response reads ahead only while the shared budget has room, and
  * always may read the one chunk it needs next (so nobody waits on anybody).
  */
-export class ReadBudget {
+export class ReadBudget implements ReadAheadBudget {
   readonly capacity: number;
   #available: number;
   constructor(capacity: number) {
@@ -44,14 +44,9 @@ export class ReadBudget {
   }
 }
 
-interface Pending {
-  chunk: ManifestChunk;
-  result: Promise<LoadedBlock>;
-}
-
 /**
  * Loads every chunk of `chunks` (in order) through `loader` and yields them in the same order.
- * Stops (and leaves no read unobserved) when the consumer stops or `signal` aborts.
+ * Stops (and leaves no read running) when the consumer stops or `signal` aborts.
  */
 export async function* readChunks(
   chunks: AsyncIterable<ManifestChunk>,
@@ -60,46 +55,12 @@ export async function* readChunks(
   signal?: AbortSignal,
   budget?: ReadBudget,
 ): AsyncGenerator<{ chunk: ManifestChunk; block: LoadedBlock }> {
-  const source = chunks[Symbol.asyncIterator]();
-  const queue: Pending[] = [];
-  let bytesInFlight = 0;
-  let next: ManifestChunk | undefined;
-  let exhausted = false;
-  try {
-    while (true) {
-      // Fill the window.
-      while (!exhausted && queue.length < window.maxInFlight) {
-        if (next === undefined) {
-          const r = await source.next();
-          if (r.done) {
-            exhausted = true;
-            break;
-          }
-          next = r.value;
-        }
-        if (queue.length > 0 && bytesInFlight + next.size > window.maxBytesInFlight) break;
-        if (budget) {
-          if (queue.length === 0) budget.take(next.size);
-          else if (!budget.tryTake(next.size)) break;
-        }
-        const result = loader.load(next.cid as CID, next.size);
-        // Failures are raised when their turn comes; until then, keep them from being "unhandled".
-        result.catch(() => {});
-        queue.push({ chunk: next, result });
-        bytesInFlight += next.size;
-        next = undefined;
-      }
-      const head = queue.shift();
-      if (head === undefined) return;
-      bytesInFlight -= head.chunk.size;
-      budget?.give(head.chunk.size);
-      const block = await head.result;
-      if (signal?.aborted) return;
-      yield { chunk: head.chunk, block };
-    }
-  } finally {
-    // Reads still queued when the consumer stops give their budget back.
-    for (const p of queue.splice(0)) budget?.give(p.chunk.size);
-    await source.return?.(undefined);
-  }
+  const reads = readAhead(chunks, (chunk) => loader.load(chunk.cid as CID, chunk.size), {
+    maxInFlight: window.maxInFlight,
+    weight: (chunk) => chunk.size,
+    maxWeightInFlight: window.maxBytesInFlight,
+    ...(budget ? { budget } : {}),
+    ...(signal ? { signal } : {}),
+  });
+  for await (const { item, result } of reads) yield { chunk: item, block: result };
 }

@@ -7,6 +7,7 @@ import type { Logger } from "../../shared/log.ts";
 import type { BlockStore } from "../../shared/nats/block-store.ts";
 import type { Catalog } from "../../shared/nats/catalog.ts";
 import type { IngestClient } from "../../shared/nats/ingest-client.ts";
+import type { StagingStore } from "../../shared/nats/staging-store.ts";
 import type { Topology } from "../../shared/nats/topology.ts";
 import type { SecretKey } from "../../shared/signing.ts";
 import type { PushAuthorizer } from "./auth.ts";
@@ -14,7 +15,6 @@ import type { BlockLoader } from "./block-loader.ts";
 import type { ReadBudget } from "./chunk-reader.ts";
 import type { GatewayMetrics } from "./metrics.ts";
 import type { NarInfoRenderer } from "./narinfo-render.ts";
-import type { PendingFileRecords } from "./uploaded-files.ts";
 
 export interface Gateway {
   config: NixcasConfig;
@@ -30,8 +30,8 @@ export interface Gateway {
   metrics: GatewayMetrics;
   logger: Logger;
   authorizePush: PushAuthorizer;
-  /** Uploads that were still running when their narinfo PUT answered: their file names are recorded when done. */
-  pendingFiles: PendingFileRecords;
+  /** Where `PUT nar/…` streams the NARs it receives. */
+  staging: StagingStore;
 }
 
 export interface GatewayRequest {

@@ -1,4 +1,4 @@
-// /debuginfo/<build id>.debug (`index-debug-info=true`, nix-protocol.md §7.2): an index from
+// /debuginfo/<build id>.debug (`index-debug-info=true`, docs/nix-protocol.md §7.2): an index from
 // ELF build ids to debug files inside NARs, read by dwarffs. Decision: accepted (authenticated,
 // validated, size-limited) and not stored; GET/HEAD answer 404. Serving it would need a bucket of
 // its own and a consumer, and nothing in Nix itself reads it. Because HEAD says 404, Nix

@@ -2,18 +2,16 @@
 // reads, /metrics. This file wires the parts and owns the request lifecycle: routing, the status
 // policy for errors (http-errors.ts: a PUT never answers 5xx), metrics and logs per request,
 // timeouts and a clean stop. The routes themselves are in routes.ts.
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import { createServer, STATUS_CODES, type IncomingMessage, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
-import type { NixcasConfig } from "../../shared/config.ts";
-import type { Logger } from "../../shared/log.ts";
 import { BlockStore } from "../../shared/nats/block-store.ts";
 import { Catalog } from "../../shared/nats/catalog.ts";
 import { IngestClient } from "../../shared/nats/ingest-client.ts";
+import { StagingStore } from "../../shared/nats/staging-store.ts";
 import { startMicroservice } from "../../shared/nats/service.ts";
+import { listenOrExplain, type ServiceDeps } from "../../shared/nats/service-process.ts";
 import { SUBJECTS } from "../../shared/nats/subjects.ts";
-import type { Topology } from "../../shared/nats/topology.ts";
 import { NIXCAS_VERSION } from "../../shared/version.ts";
-import type { SecretKey } from "../../shared/signing.ts";
 import { createPushAuthorizer } from "./auth.ts";
 import { BlockLoader } from "./block-loader.ts";
 import { ReadBudget } from "./chunk-reader.ts";
@@ -24,14 +22,6 @@ import { createGatewayMetrics, type GatewayMetrics } from "./metrics.ts";
 import { NarInfoRenderer } from "./narinfo-render.ts";
 import { deferContinue } from "./request-body.ts";
 import { matchRoute } from "./routes.ts";
-import { PendingFileRecords } from "./uploaded-files.ts";
-
-export interface GatewayDeps {
-  topology: Topology;
-  logger: Logger;
-  config: NixcasConfig;
-  secretKey: SecretKey;
-}
 
 export interface RunningGateway {
   /** Base URL a client on this machine can use, e.g. http://127.0.0.1:8080 */
@@ -52,14 +42,14 @@ const READ_BYTES_IN_FLIGHT = 32 * 1024 * 1024;
 /** Read-ahead of all responses together (each may also hold the one chunk it sends next). */
 const READ_AHEAD_BYTES = 256 * 1024 * 1024;
 
-export async function startGateway(deps: GatewayDeps): Promise<RunningGateway> {
-  const { topology, config, secretKey } = deps;
+export async function startGateway(deps: ServiceDeps): Promise<RunningGateway> {
+  const { topology, config } = deps;
+  const secretKey = await deps.signingKey();
   const logger = deps.logger.child({ service: "gateway" });
   const hotCache = new HotCache(config.hotCacheBytes);
   const metrics = createGatewayMetrics(hotCache);
   const blocks = new BlockStore(topology, { logger, maxReadBytesInFlight: READ_BYTES_IN_FLIGHT });
   const catalog = new Catalog(topology);
-  const pendingFiles = new PendingFileRecords(topology, catalog, logger);
   const gw: Gateway = {
     config,
     topology,
@@ -73,7 +63,7 @@ export async function startGateway(deps: GatewayDeps): Promise<RunningGateway> {
     metrics,
     logger,
     authorizePush: createPushAuthorizer(config.pushToken),
-    pendingFiles,
+    staging: new StagingStore(topology),
   };
 
   const server = createServer({
@@ -91,13 +81,13 @@ export async function startGateway(deps: GatewayDeps): Promise<RunningGateway> {
     // Malformed request line or headers, header timeout: answer if the socket still can.
     if (socket.writable && err.code !== "ECONNRESET") {
       const status = err.code === "ERR_HTTP_REQUEST_TIMEOUT" || err.code === "ERR_HTTP_HEADERS_TIMEOUT" ? 408 : err.code === "HPE_HEADER_OVERFLOW" ? 431 : 400;
-      socket.end(`HTTP/1.1 ${status} Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n`);
+      socket.end(`HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n`);
     } else {
       socket.destroy();
     }
   });
 
-  await listen(server, config.http.port, config.http.host);
+  await listenOrExplain(server, config.http.port, config.http.host, "NIXCAS_HTTP_PORT");
   const port = (server.address() as AddressInfo).port;
   const host = config.http.host === "0.0.0.0" || config.http.host === "::" ? "127.0.0.1" : config.http.host;
   const url = `http://${host.includes(":") ? `[${host}]` : host}:${port}`;
@@ -130,20 +120,9 @@ export async function startGateway(deps: GatewayDeps): Promise<RunningGateway> {
       const timer = setTimeout(() => server.closeAllConnections(), graceMs);
       await closed;
       clearTimeout(timer);
-      await pendingFiles.stop();
       logger.info("gateway stopped");
     },
   };
-}
-
-function listen(server: Server, port: number, host: string): Promise<void> {
-  return new Promise((resolve, reject) => {
-    server.once("error", reject);
-    server.listen(port, host, () => {
-      server.off("error", reject);
-      resolve();
-    });
-  });
 }
 
 async function handle(gw: Gateway, req: IncomingMessage, res: ServerResponse, expectContinue: boolean): Promise<void> {
@@ -190,7 +169,7 @@ function respondWithError(gw: Gateway, req: IncomingMessage, res: ServerResponse
   const fields = { method, url: req.url, route, status, error: err };
   if (!isClientError(err) && !(err instanceof HttpError)) {
     // Our failure (NATS unreachable, a bug, a damaged store). On a PUT it still answers 4xx.
-    gw.logger.error(upload ? "upload failed on the server side; answered 400 (Nix mishandles 5xx on PUT)" : "request failed", fields);
+    gw.logger.error(upload ? "upload failed on the server side; answered with a 4xx (Nix mishandles 5xx on PUT)" : "request failed", fields);
     if (upload) gw.metrics.uploadInternalErrors.inc({ route });
   } else if (status >= 500) {
     gw.logger.error("request failed", fields);
@@ -211,7 +190,7 @@ function respondWithError(gw: Gateway, req: IncomingMessage, res: ServerResponse
 }
 
 /** Path (percent-decoded) and query of a request target; 400 for anything unusable. */
-function parseTarget(target: string): { path: string; query: URLSearchParams } {
+export function parseTarget(target: string): { path: string; query: URLSearchParams } {
   let rawPath = target;
   if (!target.startsWith("/")) {
     // absolute-form (proxies) — take its path

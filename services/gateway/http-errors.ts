@@ -1,11 +1,12 @@
 // HTTP statuses as errors, and the status policy that follows from what Nix clients do
-// (nix-protocol.md §7.3, §8.1):
+// (docs/nix-protocol.md §7.3, §8.1):
 // - GET/HEAD: 404 for anything absent (also junk names: a bad name is simply not there);
 //   5xx is honest for our own failures (Nix retries a few times, then reports it).
 // - PUT: only 200/201/204 or 4xx. A 5xx (or 202, 408, 429) makes Nix < 2.34 retry with an empty
 //   body and hang for 300 s per attempt, so every PUT failure, ours included, is a 4xx.
 import type { ServerResponse } from "node:http";
 import { FormatError, IntegrityError, NixcasError } from "../../shared/errors.ts";
+import { isStorageFull, storageFullReason } from "../../shared/nats/jetstream-codes.ts";
 
 /** An error that already knows its HTTP status. */
 export class HttpError extends NixcasError {
@@ -38,6 +39,11 @@ export function statusForRead(err: unknown): number {
  * 5xx (see the header comment), also not for our own bugs or an unreachable NATS.
  */
 export function statusForUpload(err: unknown): number {
+  // JetStream out of space or at a limit: 413, "larger than the server is able to process"
+  // (RFC 9110 §15.5.14) — here, able to store right now. A 4xx as every PUT failure (see the
+  // header comment; 507 would be the 5xx), and not 400: the request itself is fine, and a client
+  // or monitor can tell "cache full" from "bad upload" by the status alone.
+  if (isStorageFull(err)) return 413;
   if (err instanceof HttpError && err.status >= 400 && err.status < 500 && err.status !== 408 && err.status !== 429) {
     return err.status;
   }
@@ -51,13 +57,15 @@ export function isClientError(err: unknown): boolean {
 }
 
 export function errorMessage(err: unknown): string {
+  // The server's bare "maximum bytes exceeded" says neither where nor what to do.
+  if (isStorageFull(err) && !(err instanceof NixcasError && err.code === "storage.full")) return storageFullReason(err);
   if (err instanceof Error) return err.message;
   return String(err);
 }
 
 /**
  * A short plain-text answer with an exact Content-Length. Never a Content-Encoding: Nix 2.8
- * sends no Accept-Encoding and fails on any coding it gets, even `identity` (§6.3).
+ * sends no Accept-Encoding and fails on any coding it gets, even `identity` (docs/nix-protocol.md §6.3).
  */
 export function sendText(res: ServerResponse, status: number, text: string, headers: Record<string, string> = {}): void {
   if (res.headersSent) {
@@ -71,10 +79,5 @@ export function sendText(res: ServerResponse, status: number, text: string, head
     "Content-Length": String(body.length),
     ...headers,
   });
-  res.end(body);
-}
-
-export function sendBytes(res: ServerResponse, status: number, body: Uint8Array, contentType: string, headers: Record<string, string> = {}): void {
-  res.writeHead(status, { "Content-Type": contentType, "Content-Length": String(body.length), ...headers });
   res.end(body);
 }

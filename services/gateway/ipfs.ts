@@ -9,8 +9,7 @@
 // Without either, 406: a trustless gateway never guesses a deserialised format.
 import { encode as encodeCbor } from "@ipld/dag-cbor";
 import type { CID } from "multiformats/cid";
-import { parseCid } from "../../shared/cid.ts";
-import { RAW_CODEC } from "../../shared/block.ts";
+import { hasSha256Multihash, parseCid, RAW_CODEC } from "../../shared/cid.ts";
 import { NixcasError } from "../../shared/errors.ts";
 import { decodeManifest, walkManifest, type ManifestChunk } from "../../shared/manifest.ts";
 import { encodeNixBase32 } from "../../shared/nixbase32.ts";
@@ -23,7 +22,6 @@ import { serveNarFromManifest } from "./nar-serve.ts";
 
 const RAW = "application/vnd.ipld.raw";
 const CAR = "application/vnd.ipld.car";
-const SHA2_256 = 0x12;
 const IMMUTABLE = "public, max-age=29030400, immutable";
 
 export const serveIpfs: Handler = async (gw, rq) => {
@@ -34,7 +32,7 @@ export const serveIpfs: Handler = async (gw, rq) => {
   } catch (err) {
     throw badRequest("ipfs.cid", (err as Error).message, err);
   }
-  if (cid.multihash.code !== SHA2_256 || cid.multihash.digest.length !== 32) throw notFound(`/ipfs/${text} (only sha2-256 CIDs are stored)`);
+  if (!hasSha256Multihash(cid)) throw notFound(`/ipfs/${text} (only sha2-256 CIDs are stored)`);
   const format = requestedFormat(rq);
   if (format === "raw") return serveRaw(gw, rq, cid);
   return serveCar(gw, rq, cid);

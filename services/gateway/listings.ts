@@ -1,7 +1,9 @@
-// GET|HEAD|PUT /<hash32>.ls: the NAR listing (JSON, nix-protocol.md §5.3). The chunker computes
+// GET|HEAD|PUT /<hash32>.ls: the NAR listing (JSON, docs/nix-protocol.md §5.3). The chunker computes
 // one from the NAR itself for every path it ingests; that one is authoritative. Nix uploads its
 // own with `write-nar-listing=true` — before the NAR — and we keep it only while we have none
-// (a client-made listing is a claim; ours is a fact). Lix ≥ 2.94 `nix store ls` reads it.
+// (a client-made listing is a claim; ours is a fact): it is written only where no listing
+// exists (create-only), and the indexer's write of ours replaces it. Lix ≥ 2.94 `nix store ls`
+// reads it.
 import { parseNarListing } from "../../shared/nar-listing.ts";
 import { putBlob } from "../../shared/nats/blob-store.ts";
 import { isValidHashPart } from "../../shared/store-path.ts";
@@ -33,9 +35,9 @@ export const putListing: Handler = async (gw, rq) => {
     return;
   }
   const { root } = await putBlob(gw.blocks, body);
-  // Re-check: the chunker may have written the authoritative one meanwhile.
-  if ((await gw.catalog.getListing(hashPart)) === null) await gw.catalog.putListing(hashPart, root);
-  gw.metrics.uploads.inc({ kind: "listing", outcome: "stored" });
+  // Create-only: the pipeline may have written the authoritative one meanwhile.
+  const created = await gw.catalog.createListing(hashPart, root);
+  gw.metrics.uploads.inc({ kind: "listing", outcome: created ? "stored" : "kept-existing" });
   rq.res.writeHead(204).end();
 };
 

@@ -9,13 +9,12 @@
 // that goes away kills the encoder too. The output length is not known in advance: chunked,
 // and no ranges.
 import { spawn } from "node:child_process";
-import { accessSync, constants as fsConstants } from "node:fs";
-import { delimiter, join } from "node:path";
 import type { Readable, Writable } from "node:stream";
 import { finished } from "node:stream/promises";
 import * as zlib from "node:zlib";
 import type { CID } from "multiformats/cid";
 import { NixcasError } from "../../shared/errors.ts";
+import { findTool } from "../../shared/node/system-tools.ts";
 import type { Gateway, GatewayRequest } from "./context.ts";
 import { HttpError } from "./http-errors.ts";
 import { manifestPieces, write } from "./manifest-stream.ts";
@@ -166,18 +165,4 @@ async function writeToEncoder(encoder: Encoder, piece: Uint8Array, signal: Abort
     input.on("error", onClose);
     signal.addEventListener("abort", onDrain, { once: true });
   });
-}
-
-/** The tool's path on PATH, or null (looked up per call: a few stat calls, no process-wide state). */
-function findTool(name: string): string | null {
-  for (const dir of (process.env.PATH ?? "/usr/bin:/bin").split(delimiter)) {
-    if (!dir) continue;
-    try {
-      accessSync(join(dir, name), fsConstants.X_OK);
-      return join(dir, name);
-    } catch {
-      // not here
-    }
-  }
-  return null;
 }

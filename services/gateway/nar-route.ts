@@ -4,19 +4,21 @@
 // KV `nars`, served from its manifest. `.nar.zst` is the stored zstd frames concatenated (no
 // recompression), with Content-Length = the FileSize the indexer recorded; `.nar` is the
 // decompressed NAR with Content-Length = NarSize and working single-range requests (206), which
-// is what lets curl resume a cut download (nix-protocol.md §8.4). `.nar.zst` does not advertise
+// is what lets curl resume a cut download (docs/nix-protocol.md §8.4). `.nar.zst` does not advertise
 // ranges.
 //
 // Any other name a client uploaded and committed (KV `files`, e.g. `<FileHash>.nar.xz`): the
 // uploader's Nix keeps the narinfo it sent, naming that file, for 30 days, and substitutes from
 // it; the NAR is served in the compression that narinfo says (uploaded-files.ts).
 //
-// HEAD also answers for NARs staged by an upload in progress: Nix HEADs `nar/<FileHash>.nar.xz`
-// before uploading and skips the upload on 200.
-import type { Gateway, GatewayRequest, Handler } from "./context.ts";
+// HEAD answers exactly as GET would: 200 only for a NAR that is committed and whose manifest root
+// is readable. Not for a staged, uncommitted upload: Nix HEADs `nar/<FileHash>.nar.xz` before
+// uploading and skips the upload on 200, so a 200 for a NAR that a failed upload left staged
+// would make its retry commit (or fail on) that same object instead of sending the file again.
+import type { Handler } from "./context.ts";
 import { notFound } from "./http-errors.ts";
 import { serveNarFromManifest } from "./nar-serve.ts";
-import { findStaged, isNarName } from "./staged-nars.ts";
+import { isNarName } from "./staged-nars.ts";
 import { serveUploadedFile } from "./uploaded-files.ts";
 
 const SERVED_NAR = /^([0-9a-df-np-sv-z]{52})\.nar(\.zst)?$/;
@@ -34,14 +36,5 @@ export const serveNar: Handler = async (gw, rq) => {
     const file = await gw.catalog.getUploadedFile(name);
     if (file !== null && (await serveUploadedFile(gw, rq, name, file))) return;
   }
-  if (rq.head && (await headStaged(gw, rq, name))) return;
   throw notFound(`nar/${name}`);
 };
-
-async function headStaged(gw: Gateway, rq: GatewayRequest, name: string): Promise<boolean> {
-  const staged = await findStaged(gw, name);
-  if (staged === null) return false;
-  rq.res.writeHead(200, { "Content-Type": "application/x-nix-nar", "Content-Length": String(staged.size) });
-  rq.res.end();
-  return true;
-}

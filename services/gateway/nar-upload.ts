@@ -3,17 +3,18 @@
 // under a fresh object name per upload so concurrent uploads of one name cannot mix. Nothing is
 // chunked yet: the NAR becomes a store path only when its narinfo arrives (narinfo-upload.ts).
 //
-// Checks: the size limit (Content-Length up front, then counted); when the name is
-// `<52 nix32>.nar[.ext]` — Nix names uploads after the sha256 of the file (FileHash) — the body
-// must hash to it, else it was cut or damaged on the way (400). Only then is the staged record
+// Checks: the size limit (Content-Length up front, then counted); the name must be
+// `<52 nix32>.nar[.ext]` — Nix names uploads after the sha256 of the file (FileHash) — and the
+// body must hash to it, else it was cut or damaged on the way (400). Only then is the staged record
 // written: a client that disconnects mid-body leaves no record and no object (the object store
 // purges the chunks of a put that fails).
-import { nuid } from "@nats-io/nats-core";
+import { newStagingObjectName } from "../../shared/nats/staging-store.ts";
+import { NAR_FILE_NAME } from "../../shared/nats/work-items.ts";
 import { encodeNixBase32 } from "../../shared/nixbase32.ts";
 import type { Gateway, GatewayRequest, Handler } from "./context.ts";
 import { badRequest, HttpError } from "./http-errors.ts";
 import { rawBody } from "./request-body.ts";
-import { NAR_FILE_NAME, checkNarName, stagedKey } from "./staged-nars.ts";
+import { checkNarName, stagedKey } from "./staged-nars.ts";
 
 export const putNar: Handler = async (gw, rq) => {
   const name = rq.params[0]!;
@@ -25,7 +26,12 @@ export const putNar: Handler = async (gw, rq) => {
     throw new HttpError(415, "nar.content-encoding", "NAR uploads must not carry a Content-Encoding (compress the file itself and say so in the narinfo)");
   }
   const expected = NAR_FILE_NAME.exec(name)?.[1];
-  const object = `upload.${nuid.next()}`;
+  if (expected === undefined) {
+    // Nix names every uploaded NAR after the sha256 of the file (its FileHash); any other name
+    // would be stored unchecked, and a cut or damaged body could then not be told apart.
+    throw badRequest("nar.name", `nar/${name}: a NAR upload must be named <sha256 of the file, 52 nix32 characters>.nar[.<compression extension>]`);
+  }
+  const object = newStagingObjectName();
   let size = 0;
   const body = rawBody(rq.req, {
     limit: gw.config.maxNarSize,
@@ -35,50 +41,24 @@ export const putNar: Handler = async (gw, rq) => {
       gw.metrics.bytesReceived.inc({ route: rq.route }, n);
     },
   });
-  const info = await gw.topology.staging.put(
-    { name: object, description: `nar/${name}` },
-    toReadableStream(body),
-  );
-  const sha256 = objectDigest(info.digest);
-  const actual = sha256 === null ? null : encodeNixBase32(sha256);
-  if (expected !== undefined && actual !== expected) {
+  const staged = await gw.staging.put(object, body, { description: `nar/${name}` });
+  const actual = staged.sha256 === null ? null : encodeNixBase32(staged.sha256);
+  if (actual !== expected) {
     await deleteQuietly(gw, rq, object);
     throw badRequest(
       "nar.hash-mismatch",
       `NAR upload nar/${name}: the ${size} bytes received hash to sha256:${actual ?? "?"}, but the name says ${expected} (truncated or corrupt upload)`,
     );
   }
-  await gw.catalog.putStaged(stagedKey(name), { object, size, sha256: actual ?? "", createdAt: new Date().toISOString() });
+  await gw.catalog.putStaged(stagedKey(name), { object, size, sha256: expected, createdAt: new Date().toISOString() });
   rq.log.info("NAR staged", { name, object, size });
   gw.metrics.uploads.inc({ kind: "nar", outcome: "staged" });
   rq.res.writeHead(204).end();
 };
 
-/** Pull-based, so the object store reads the body at its own pace; a body error errors the stream. */
-function toReadableStream(source: AsyncGenerator<Uint8Array>): ReadableStream<Uint8Array> {
-  return new ReadableStream<Uint8Array>({
-    async pull(controller) {
-      const r = await source.next();
-      if (r.done) controller.close();
-      else controller.enqueue(r.value);
-    },
-    async cancel() {
-      await source.return(undefined);
-    },
-  });
-}
-
-/** The object store's digest, `SHA-256=<base64url>`, as bytes. */
-function objectDigest(digest: string): Uint8Array | null {
-  const m = /^SHA-256=(.+)$/i.exec(digest);
-  if (!m) return null;
-  const bytes = Buffer.from(m[1]!, "base64url");
-  return bytes.length === 32 ? bytes : null;
-}
-
 async function deleteQuietly(gw: Gateway, rq: GatewayRequest, object: string): Promise<void> {
   try {
-    await gw.topology.staging.delete(object);
+    await gw.staging.delete(object);
   } catch (err) {
     // The bucket's max_age removes it anyway.
     rq.log.warn("could not delete a rejected staged NAR", { object, error: err });

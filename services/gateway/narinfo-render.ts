@@ -7,7 +7,7 @@
 //   --store http://…` re-PUTs it). A NAR recorded before that (a bare-CID record) gets none.
 // - Sigs: the uploader's are kept; ours is added. A stored Sig under our own key name is dropped
 //   first: it may be stale (key rotated with the same name) and two Sig lines with one trusted
-//   name, one of them bad, are a hard error in Nix 2.8 (§4.5.5).
+//   name, one of them bad, are a hard error in Nix 2.8 (docs/nix-protocol.md §4.5.5).
 // - Memoized per PathInfo CID (a CID is a stable identity for "this path, these bytes, these
 //   sigs") and the file hash, so a hot narinfo costs two KV gets and no ed25519 signing.
 import type { CID } from "multiformats/cid";

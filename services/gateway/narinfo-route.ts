@@ -1,7 +1,7 @@
 // GET|HEAD /<hash32>.narinfo: KV `paths` → PathInfo, KV `nars` → the `.nar.zst` file's hash
 // and size → the narinfo text (narinfo-render.ts).
 // A name that is not a valid hash part is simply absent (404): clients treat 404 as "not in
-// this cache" and move on, while a 400 on a GET is a hard error for them (nix-protocol.md §8.1).
+// this cache" and move on, while a 400 on a GET is a hard error for them (docs/nix-protocol.md §8.1).
 import { encodeNixBase32 } from "../../shared/nixbase32.ts";
 import { isValidHashPart } from "../../shared/store-path.ts";
 import type { Handler } from "./context.ts";

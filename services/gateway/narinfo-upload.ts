@@ -1,7 +1,7 @@
 // PUT /<hash32>.narinfo: commits an upload. Parsed strictly (400 with the parser's message),
 // checked against the URL and our store dir, then handed to the ingester with its NAR:
 //   - the NAR its `URL:` names is staged (the client sent it: PUT nar/… before) →
-//     `submitStaged` with the narinfo's Compression (never inferred from the extension, §6.2).
+//     `submitStaged` with the narinfo's Compression (never inferred from the extension, docs/nix-protocol.md §6.2).
 //     Also when a NAR with this NarHash is stored already: the chunker then checks that this
 //     file really is that NAR (its blocks dedup), which is what lets the file's name be recorded;
 //   - else a NAR with this NarHash is stored (KV `nars`) → `submitManifest` with its root: no
@@ -12,20 +12,21 @@
 // Then it waits (at most NIXCAS_PUT_WAIT_SECONDS) for the outcome: done → 204; failed → 400 with
 // the pipeline's reason (hash mismatch, bad NAR…); still running → 200 and a log line: the upload
 // is durable in the work queue and will become readable or be reported failed. Never 202 or
-// 5xx (Nix < 2.34 retries those with an empty body and hangs, §7.3).
+// 5xx (Nix < 2.34 retries those with an empty body and hangs, docs/nix-protocol.md §7.3).
 //
-// A staged upload that is done records its file name in KV `files` (uploaded-files.ts), so the
-// uploader's own cached narinfo keeps working and its next upload of the same file is skipped.
+// A staged file's name (`<FileHash>.nar.xz`, Nix's own naming) goes along with the upload: the
+// indexer records it in KV `files` together with the path (uploaded-files.ts), so the uploader's
+// own cached narinfo keeps working and its next upload of the same file is skipped — also when
+// this PUT answered before the upload was done, and whatever happens to this gateway meanwhile.
 import { formatHash } from "../../shared/hash.ts";
 import { NARINFO_MAX_BYTES, parseNarInfo, type NarInfo } from "../../shared/narinfo.ts";
-import type { UploadMetadata } from "../../shared/nats/work-items.ts";
+import { NAR_FILE_NAME, type UploadMetadata } from "../../shared/nats/work-items.ts";
 import { encodeNixBase32 } from "../../shared/nixbase32.ts";
 import { isValidHashPart, parseStorePath } from "../../shared/store-path.ts";
 import type { Handler } from "./context.ts";
-import { badRequest } from "./http-errors.ts";
+import { badRequest, HttpError } from "./http-errors.ts";
 import { collect, decodedBody } from "./request-body.ts";
 import { findStaged, narNameFromUrl } from "./staged-nars.ts";
-import { recordableName, recordUploadedFile } from "./uploaded-files.ts";
 
 /** Nix gives up on a response after 300 s without a byte (curl low-speed limit): stay well inside. */
 const ANSWER_WITHIN_MS = 280_000;
@@ -56,8 +57,11 @@ export const putNarInfo: Handler = async (gw, rq) => {
   const staged = name === null ? null : await findStaged(gw, name);
   let uploadId: string;
   let via: "manifest" | "staged";
+  // Only a file the chunker reads can be recorded under its name (uploaded-files.ts).
+  let fileName: string | null = null;
   if (staged !== null) {
-    ({ uploadId } = await gw.ingest.submitStaged(meta, { object: staged.object, compression: info.compression }));
+    fileName = name !== null && NAR_FILE_NAME.test(name) ? name : null;
+    ({ uploadId } = await gw.ingest.submitStaged(meta, { object: staged.object, compression: info.compression, fileName }));
     via = "staged";
   } else {
     const stored = await gw.catalog.manifestForNar(narHash32);
@@ -70,14 +74,10 @@ export const putNarInfo: Handler = async (gw, rq) => {
     ({ uploadId } = await gw.ingest.submitManifest(meta, stored));
     via = "manifest";
   }
-  // Only a file the chunker has read can be recorded under its name (uploaded-files.ts).
-  const fileName = via === "staged" ? recordableName(info) : null;
-
   const waitMs = Math.max(0, Math.min(gw.config.putWaitSeconds * 1000, ANSWER_WITHIN_MS - (Date.now() - started)));
   const status = await gw.ingest.waitFor(uploadId, waitMs);
   switch (status.state) {
     case "done":
-      if (fileName !== null) await recordUploadedFile(gw.catalog, fileName, info);
       log.info("upload done", { uploadId, via, ms: Date.now() - started, ...(fileName !== null ? { fileName } : {}) });
       gw.metrics.uploads.inc({ kind: "narinfo", outcome: "done" });
       rq.res.writeHead(204).end();
@@ -85,11 +85,15 @@ export const putNarInfo: Handler = async (gw, rq) => {
     case "failed":
       log.warn("upload failed", { uploadId, via, reason: status.reason });
       gw.metrics.uploads.inc({ kind: "narinfo", outcome: "failed" });
+      if (status.reason?.startsWith("storage.full: ")) {
+        // The pipeline ran out of space (its reason carries the code): the status of a full
+        // store, see statusForUpload.
+        throw new HttpError(413, "storage.full", `upload of ${info.storePath} failed: ${status.reason}`);
+      }
       throw badRequest("narinfo.upload-failed", `upload of ${info.storePath} failed: ${status.reason ?? "no reason given"}`);
     default:
       // Durable in the work queue: it will become readable or be reported failed.
       log.warn("upload still in progress when the PUT answered", { uploadId, via, state: status.state, waitedMs: waitMs });
-      if (fileName !== null) gw.pendingFiles.follow(uploadId, fileName, info);
       gw.metrics.uploads.inc({ kind: "narinfo", outcome: "pending" });
       rq.res.writeHead(200, { "Content-Type": "text/plain; charset=utf-8", "Content-Length": "0" }).end();
   }
@@ -109,6 +113,5 @@ export function uploadMetadata(info: NarInfo, ownKeyName: string): UploadMetadat
     deriver: info.deriver ?? null,
     ca: info.ca ?? null,
     sigs: info.sigs.filter((s) => s.slice(0, s.indexOf(":")) !== ownKeyName),
-    uploader: null,
   };
 }

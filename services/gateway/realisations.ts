@@ -1,4 +1,4 @@
-// Realisations of content-addressed derivation outputs (nix-protocol.md §9), stored and served
+// Realisations of content-addressed derivation outputs (docs/nix-protocol.md §9), stored and served
 // verbatim at both path schemes:
 //   /realisations/sha256:<64 hex>!<output>.doi        Nix 2.4 … 2.34, Lix ≤ 2.93
 //   /build-trace-v2/<drv base name>/<output>.doi      Nix ≥ 2.35
@@ -20,7 +20,7 @@ const OUTPUT_NAME = /^[A-Za-z0-9+\-._?=]{1,211}$/;
 
 type Scheme = "doi" | "build-trace-v2";
 
-interface Target {
+export interface Target {
   scheme: Scheme;
   /** Key in KV `realisations` (escaped by the catalog). */
   key: string;
@@ -75,8 +75,8 @@ export const putRealisation: Handler = async (gw, rq) => {
   rq.res.writeHead(204).end();
 };
 
-/** Checks the body; returns its outPath. */
-function checkRealisation(t: Target, body: Uint8Array): string {
+/** Checks the body; returns its outPath. Throws HttpError 400 (realisation.json, realisation.shape). */
+export function checkRealisation(t: Target, body: Uint8Array): string {
   let value: unknown;
   try {
     value = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(body));

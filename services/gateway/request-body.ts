@@ -2,9 +2,9 @@
 // Content-Length before a byte is read, and counted while streaming, since Content-Length can lie
 // or be absent with chunked encoding), in idle time (a client that stops sending mid-body holds a
 // socket and a staging object: drop it), and transport-decoded when the client compressed it
-// (`Content-Encoding`, Nix ≥ 2.32 with narinfo/ls/log-compression, nix-protocol.md §6.3).
+// (`Content-Encoding`, Nix ≥ 2.32 with narinfo/ls/log-compression, docs/nix-protocol.md §6.3).
 import type { IncomingMessage, ServerResponse } from "node:http";
-import { decompressStream } from "../../shared/decompress.ts";
+import { decompressStream } from "../../shared/node/decompress.ts";
 import { HttpError, tooLarge } from "./http-errors.ts";
 
 /** A body that stops arriving for this long is abandoned (slow-loris protection). */
@@ -20,7 +20,7 @@ export interface BodyOptions {
   onBytes?: (n: number) => void;
 }
 
-// Requests with `Expect: 100-continue` (curl sends it for every non-empty PUT body, §7.1) get
+// Requests with `Expect: 100-continue` (curl sends it for every non-empty PUT body, docs/nix-protocol.md §7.1) get
 // their `100 Continue` only when a handler starts reading the body: a PUT refused before that
 // (auth, name, declared size) is answered at once, and the client never sends the body.
 const pendingContinue = new WeakMap<IncomingMessage, ServerResponse>();
@@ -74,7 +74,7 @@ export async function* rawBody(req: IncomingMessage, options: BodyOptions): Asyn
   // in the loop above, so arriving here means the body is complete.
 }
 
-/** Names of `Content-Encoding` we decode, mapped to shared/decompress.ts's names. */
+/** Names of `Content-Encoding` we decode, mapped to shared/node/decompress.ts's names. */
 const CONTENT_ENCODINGS: Record<string, string> = {
   identity: "none",
   xz: "xz",

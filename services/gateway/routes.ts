@@ -5,7 +5,7 @@
 import { putCacheInfo, serveCacheInfo } from "./cache-info.ts";
 import type { Handler } from "./context.ts";
 import { putDebugInfo, serveDebugInfo } from "./debuginfo.ts";
-import { serveHealth, serveMetrics } from "./health.ts";
+import { serveHealth, serveMetrics, serveReady } from "./health.ts";
 import { serveIpfs } from "./ipfs.ts";
 import { putListing, serveListing } from "./listings.ts";
 import { putLog, serveLog } from "./logs.ts";
@@ -35,6 +35,7 @@ export const ROUTES: readonly Route[] = [
   { name: "ipfs", pattern: /^\/ipfs\/([^/]+)$/, GET: serveIpfs },
   { name: "metrics", pattern: /^\/metrics$/, GET: serveMetrics },
   { name: "health", pattern: /^\/healthz$/, GET: serveHealth },
+  { name: "ready", pattern: /^\/readyz$/, GET: serveReady },
 ];
 
 export type RouteMatch =

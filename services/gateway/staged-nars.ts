@@ -5,9 +5,6 @@ import { escapeKey } from "../../shared/nats/subjects.ts";
 import type { Gateway } from "./context.ts";
 import { badRequest } from "./http-errors.ts";
 
-/** `<52 nix32 sha256>.nar[.ext]`: how every Nix names its uploads (FileHash + extension). */
-export const NAR_FILE_NAME = /^([0-9a-df-np-sv-z]{52})\.nar(?:\.[a-z0-9]{1,8})?$/;
-
 /** Names we accept for a NAR upload: one path segment of safe characters. */
 const NAR_NAME_CHARS = /^[A-Za-z0-9][A-Za-z0-9._+-]{0,199}$/;
 
@@ -39,9 +36,9 @@ export async function findStaged(gw: Gateway, name: string): Promise<StagedLooku
   if (!NAR_NAME_CHARS.test(name)) return null;
   const staged = await gw.catalog.getStaged(stagedKey(name));
   if (staged === null) return null;
-  const info = await gw.topology.staging.info(staged.object);
-  if (info === null || info.deleted) return null;
-  return { object: staged.object, size: info.size };
+  const object = await gw.staging.info(staged.object);
+  if (object === null) return null;
+  return { object: staged.object, size: object.size };
 }
 
 /** `nar/<name>` from a narinfo URL relative to the cache root; null for anything else. */

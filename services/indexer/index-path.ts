@@ -1,35 +1,34 @@
 // Indexing one chunked NAR: the step that makes a store path visible. Nothing is advertised
 // before every byte it needs is durable, so the order is fixed:
 //   1. walk the manifest: every interior node is loaded (and verified), every chunk's stored
-//      frame is read (present?) and hashed in order — the sha256 and length of the `.nar.zst`
-//      file, served as FileHash/FileSize; for pre-chunked uploads every chunk is also verified
-//      and the NAR checked (hash, size, structure) and its `.ls` built, since nobody else has
-//      looked at those bytes
+//      frame is read (present?), decoded by the gateway's reader and checked against its CID,
+//      and hashed in order — the sha256 and length of the `.nar.zst` file, served as
+//      FileHash/FileSize; for pre-chunked uploads the NAR is also checked (hash, size,
+//      structure) and its `.ls` built, since nobody else has looked at those bytes
 //   2. KV `nars` (NAR hash → manifest, `.nar.zst` hash and size), unless the NAR is known
-//   3. the PathInfo node as a block, KV `listings`
-//   4. KV `paths` — last
-//   5. status `done`, event `nixcas.events.path.added.<hashPart>`
+//   3. KV `files` when the item names the uploaded file the chunker verified (uploaded NAR
+//      name → NAR hash and compression; the gateway serves the NAR under that name)
+//   4. the PathInfo node as a block, KV `listings`
+//   5. KV `paths` — last
+//   6. status `done`, event `nixcas.events.path.added.<hashPart>`
 // Each step is idempotent; a redelivery repeats them all. A path that is already indexed with
 // the same NAR hash only gains the new signatures (`nix store sign` + re-upload).
-import { createHash } from "node:crypto";
 import { CID } from "multiformats/cid";
-import { FormatError, IntegrityError, NixcasError } from "../../shared/errors.ts";
+import { FormatError, IntegrityError, NixcasError, PermanentError, permanent } from "../../shared/errors.ts";
 import { parseHash, formatDigest, sha256Hash } from "../../shared/hash.ts";
 import type { Logger } from "../../shared/log.ts";
 import type { Manifest, ManifestChunk, ManifestNode } from "../../shared/manifest.ts";
-import { NarListingBuilder, formatNarListing } from "../../shared/nar-listing.ts";
-import { NarParser } from "../../shared/nar.ts";
+import { formatNarListing } from "../../shared/nar-listing.ts";
+import { NarVerifier } from "../../shared/nar-verifier.ts";
 import { encodePathInfo, type PathInfo } from "../../shared/path-info.ts";
 import { compareBytes, parseStorePath } from "../../shared/store-path.ts";
 import { compressChunk } from "../../shared/zstd.ts";
 import { putBlob } from "../../shared/nats/blob-store.ts";
-import { verifyFrame, type BlockFrame, type BlockStore } from "../../shared/nats/block-store.ts";
+import type { BlockStore } from "../../shared/nats/block-store.ts";
 import type { Catalog } from "../../shared/nats/catalog.ts";
 import type { Topology } from "../../shared/nats/topology.ts";
 import { publishPathAdded } from "../../shared/nats/upload-events.ts";
 import { setUploadStatus } from "../../shared/nats/uploads.ts";
-import { PermanentError } from "../../shared/nats/work-queue.ts";
-import { permanent } from "../../shared/nats/upload-events.ts";
 import type { IndexWorkItem } from "../../shared/nats/work-items.ts";
 import { scanStoredFrames, type ZstFile } from "./stored-frames.ts";
 
@@ -75,6 +74,7 @@ export async function indexPath(item: IndexWorkItem, ctx: IndexContext, deps: In
     }
     // A NAR recorded before FileHash was recorded gets it now.
     await ensureNarRecord(deps, ctx, narHashNix32, existing.info.manifest, null);
+    await recordUploadedFile(deps, item);
     const sigs = [...new Set([...existing.info.sigs, ...meta.sigs])].sort(compareBytes);
     if (sigs.length === existing.info.sigs.length) {
       outcome = "unchanged";
@@ -90,7 +90,7 @@ export async function indexPath(item: IndexWorkItem, ctx: IndexContext, deps: In
       scanStoredFrames(root, deps.blocks, {
         loadNode: blockLoader(deps, root),
         onNode: onNode(item, root),
-        onFrame: verifier ? (chunk, frame) => verifier.add(chunk, frame) : undefined,
+        onFrame: verifier ? (chunk, _frame, bytes) => verifier.add(chunk, bytes) : undefined,
         heartbeat: () => ctx.heartbeat(),
         signal: ctx.signal,
       }),
@@ -107,9 +107,9 @@ export async function indexPath(item: IndexWorkItem, ctx: IndexContext, deps: In
       sigs: meta.sigs,
       manifest: root,
       registered: Date.now(),
-      uploader: meta.uploader,
     };
     await ensureNarRecord(deps, ctx, narHashNix32, root, zst);
+    await recordUploadedFile(deps, item);
     await writePath(deps, hashPart, info, listing);
     outcome = "indexed";
   }
@@ -139,7 +139,17 @@ async function ensureNarRecord(deps: IndexDeps, ctx: IndexContext, narHashNix32:
   await deps.catalog.putNar(narHashNix32, { manifest: recordManifest, zstFileHash: file.sha256, zstFileSize: file.size });
 }
 
-/** Steps 2–4 (`nars` is already written). `paths` is written last: a reader that finds it finds everything else. */
+/**
+ * Step 3: the name the client uploaded the file under, bound to the NAR the chunker verified
+ * that file to be (re-recording is harmless: a name carries the file's hash, so it always names
+ * the same bytes).
+ */
+async function recordUploadedFile(deps: IndexDeps, item: IndexWorkItem): Promise<void> {
+  if (item.uploadedFile === undefined) return;
+  await deps.catalog.putUploadedFile(item.uploadedFile.name, { narHash: item.meta.narHash, compression: item.uploadedFile.compression });
+}
+
+/** Steps 4–5 (`nars` and `files` are already written). `paths` is written last: a reader that finds it finds everything else. */
 async function writePath(deps: IndexDeps, hashPart: string, info: PathInfo, listing: CID | null): Promise<void> {
   const encoded = encodePathInfo(info, { storeDir: deps.storeDir });
   await deps.blocks.put(encoded.cid, compressChunk(encoded.bytes, deps.level), encoded.bytes.length);
@@ -192,50 +202,31 @@ async function permanentOnFormat<T>(fn: () => Promise<T>): Promise<T> {
 }
 
 /**
- * Pre-chunked upload: nobody has looked at these bytes yet. Every frame is decompressed and
- * checked against its CID, and together they must be the NAR the metadata names — size, sha256
- * and NAR syntax; its listing is built on the way.
+ * Pre-chunked upload: nobody has looked at these bytes yet. Every frame was decompressed and
+ * checked against its CID by the frame pass, and together they must be the NAR the metadata names — size, sha256
+ * and NAR syntax (shared/nar-verifier.ts); its listing is built on the way.
  */
 class PreChunkedVerifier {
-  readonly #item: IndexWorkItem;
   readonly #root: CID;
-  readonly #listing = new NarListingBuilder();
-  readonly #parser: NarParser;
-  readonly #sha = createHash("sha256");
-  #size = 0;
+  readonly #nar: NarVerifier;
 
   constructor(item: IndexWorkItem, root: CID) {
-    this.#item = item;
     this.#root = root;
-    this.#parser = new NarParser(this.#listing);
+    this.#nar = new NarVerifier({ narHash: parseHash(item.meta.narHash, "sha256").digest, narSize: item.meta.narSize }, { bytes: "chunks" });
   }
 
-  async add(chunk: ManifestChunk, frame: BlockFrame): Promise<void> {
-    const bytes = await verifyFrame(chunk.cid, frame);
+  /** One chunk's bytes, already checked against its CID by the frame pass. */
+  add(chunk: ManifestChunk, bytes: Uint8Array): void {
     if (bytes.length !== chunk.size) {
       throw new IntegrityError("index.chunk-size", `manifest ${this.#root}: chunk ${chunk.cid} has ${bytes.length} bytes, the manifest says ${chunk.size}`);
     }
-    this.#sha.update(bytes);
-    this.#parser.write(bytes);
-    this.#size += bytes.length;
+    this.#nar.write(bytes);
   }
 
   /** After every frame was added: checks the whole NAR, stores its listing, returns its root. */
   async finish(deps: IndexDeps): Promise<CID> {
-    const { meta } = this.#item;
-    await permanentOnFormat(async () => this.#parser.end());
-    const digest = this.#sha.digest();
-    const declared = parseHash(meta.narHash, "sha256").digest;
-    if (this.#size !== meta.narSize) {
-      throw permanent("nar.size-mismatch", `NAR size mismatch: the upload declared NarSize ${meta.narSize}, its chunks hold ${this.#size} bytes`);
-    }
-    if (!digest.equals(declared)) {
-      throw permanent(
-        "nar.hash-mismatch",
-        `NAR hash mismatch: the upload declared sha256 ${Buffer.from(declared).toString("hex")}, its chunks hash to ${digest.toString("hex")}`,
-      );
-    }
-    const listing = await putBlob(deps.blocks, formatNarListing(this.#listing.listing), { level: deps.level });
-    return listing.root;
+    const listing = await permanentOnFormat(async () => this.#nar.finish());
+    const stored = await putBlob(deps.blocks, formatNarListing(listing), { level: deps.level });
+    return stored.root;
   }
 }

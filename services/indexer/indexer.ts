@@ -1,26 +1,19 @@
 // The indexer: consumes INDEX (index-path.ts: the step that makes a path visible) and answers
 // the `nixcas.index.*` queries (queries.ts).
-import type { NixcasConfig } from "../../shared/config.ts";
-import type { Logger } from "../../shared/log.ts";
 import { BlockStore } from "../../shared/nats/block-store.ts";
 import { Catalog } from "../../shared/nats/catalog.ts";
 import { startMicroservice } from "../../shared/nats/service.ts";
-import type { Topology } from "../../shared/nats/topology.ts";
+import type { ServiceDeps } from "../../shared/nats/service-process.ts";
 import { markUploadFailed } from "../../shared/nats/upload-events.ts";
 import { runWorkQueue } from "../../shared/nats/work-queue.ts";
 import { decodeIndexWorkItem, type IndexWorkItem } from "../../shared/nats/work-items.ts";
 import { indexPath, type IndexDeps } from "./index-path.ts";
-import { QUERY_SUBJECTS, hasPaths, lookup, missingChunks, type QueryDeps } from "./queries.ts";
+import { INDEX_QUERY_SUBJECTS } from "../../shared/nats/index-protocol.ts";
+import { hasPaths, lookup, missingChunks, type QueryDeps } from "./queries.ts";
 import { NIXCAS_VERSION } from "../../shared/version.ts";
 
 
-export interface IndexerDeps {
-  topology: Topology;
-  logger: Logger;
-  config: NixcasConfig;
-}
-
-export async function startIndexer(deps: IndexerDeps): Promise<{ stop(): Promise<void> }> {
+export async function startIndexer(deps: ServiceDeps): Promise<{ stop(): Promise<void> }> {
   const { topology, logger, config } = deps;
   const blocks = new BlockStore(topology, { logger });
   const catalog = new Catalog(topology);
@@ -48,9 +41,9 @@ export async function startIndexer(deps: IndexerDeps): Promise<{ stop(): Promise
       version: NIXCAS_VERSION,
       description: "indexes chunked NARs and answers what the cache has",
       endpoints: [
-        { name: "has-paths", subject: QUERY_SUBJECTS.hasPaths, handler: (req) => hasPaths(req.data, queryDeps) },
-        { name: "missing-chunks", subject: QUERY_SUBJECTS.missingChunks, handler: (req) => missingChunks(req.data, queryDeps) },
-        { name: "lookup", subject: QUERY_SUBJECTS.lookup, handler: (req) => lookup(req.data, queryDeps) },
+        { name: "has-paths", subject: INDEX_QUERY_SUBJECTS.hasPaths, handler: (req) => hasPaths(req.data, queryDeps) },
+        { name: "missing-chunks", subject: INDEX_QUERY_SUBJECTS.missingChunks, handler: (req) => missingChunks(req.data, queryDeps) },
+        { name: "lookup", subject: INDEX_QUERY_SUBJECTS.lookup, handler: (req) => lookup(req.data, queryDeps) },
       ],
       logger,
     });

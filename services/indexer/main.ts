@@ -1,5 +1,5 @@
-// Composition root of the indexer as its own process (`node services/indexer/main.ts`).
+// The indexer as its own process (`node services/indexer/main.ts`, what `nixcas service indexer` runs).
 import { runServiceProcess } from "../../shared/nats/service-process.ts";
-import { startIndexer } from "./indexer.ts";
+import { SERVICES } from "../registry.ts";
 
-await runServiceProcess("indexer", startIndexer);
+await runServiceProcess("indexer", SERVICES.indexer);

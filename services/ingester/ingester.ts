@@ -1,35 +1,32 @@
 // The ingester: the front door of the upload pipeline. It answers `nixcas.ingest.nar` and
 // `nixcas.ingest.manifest` (ingest-protocol.ts), validates everything it can without reading
-// the NAR, records the upload as `queued`, and stores the work item in JetStream before
+// the NAR, records the upload as `queued`, and stores the work item (on its INGEST lane, by
+// declared NarSize) in JetStream before
 // replying — so an accepted upload survives any single crash, and a refused one left nothing
 // behind. The bytes themselves are checked by the chunker (NAR uploads) or the indexer
 // (pre-chunked uploads).
 import { nuid } from "@nats-io/nats-core";
 import { CID } from "multiformats/cid";
-import type { NixcasConfig } from "../../shared/config.ts";
-import { checkCompression, checkMagic } from "../../shared/decompress.ts";
+import { checkCompression, checkMagic } from "../../shared/node/decompress.ts";
 import { FormatError, IntegrityError, NixcasError } from "../../shared/errors.ts";
 import type { Logger } from "../../shared/log.ts";
 import { decodeManifest } from "../../shared/manifest.ts";
 import { parsePublicKey } from "../../shared/signing.ts";
 import { BlockStore } from "../../shared/nats/block-store.ts";
+import { isStorageFull, storageFullReason } from "../../shared/nats/jetstream-codes.ts";
 import { decodeIngestManifestRequest, decodeIngestNarRequest, type IngestAccepted } from "../../shared/nats/ingest-protocol.ts";
 import { startMicroservice } from "../../shared/nats/service.ts";
-import { SUBJECTS } from "../../shared/nats/subjects.ts";
-import type { Topology } from "../../shared/nats/topology.ts";
+import { StagingStore } from "../../shared/nats/staging-store.ts";
+import { INGEST_LANES, ingestLaneOf, SUBJECTS } from "../../shared/nats/subjects.ts";
+import type { ServiceDeps } from "../../shared/nats/service-process.ts";
+import { explainMissingStream, type Topology } from "../../shared/nats/topology.ts";
 import { setUploadStatus } from "../../shared/nats/uploads.ts";
 import { encodeIndexWorkItem, encodeIngestWorkItem, type IndexWorkItem, type IngestWorkItem } from "../../shared/nats/work-items.ts";
 import { validateUploadMetadata, type ValidationRules } from "./validate.ts";
 import { NIXCAS_VERSION } from "../../shared/version.ts";
 
 
-export interface IngesterDeps {
-  topology: Topology;
-  logger: Logger;
-  config: NixcasConfig;
-}
-
-export async function startIngester(deps: IngesterDeps): Promise<{ stop(): Promise<void> }> {
+export async function startIngester(deps: ServiceDeps): Promise<{ stop(): Promise<void> }> {
   const { topology, logger, config } = deps;
   const rules: ValidationRules = {
     storeDir: config.storeDir,
@@ -37,12 +34,13 @@ export async function startIngester(deps: IngesterDeps): Promise<{ stop(): Promi
     trustedUploaderKeys: config.trustedUploaderKeys.map((k) => parsePublicKey(k)),
   };
   const blocks = new BlockStore(topology, { logger });
+  const staging = new StagingStore(topology);
   const service = await startMicroservice(topology.nc, {
     name: "nixcas-ingester",
     version: NIXCAS_VERSION,
     description: "validates uploads and queues them for chunking and indexing",
     endpoints: [
-      { name: "nar", subject: SUBJECTS.ingestNar, handler: (req) => ingestNar(req.data, { topology, rules, logger }) },
+      { name: "nar", subject: SUBJECTS.ingestNar, handler: (req) => ingestNar(req.data, { topology, rules, logger, staging }) },
       { name: "manifest", subject: SUBJECTS.ingestManifest, handler: (req) => ingestManifest(req.data, { topology, rules, logger, blocks }) },
     ],
     logger,
@@ -58,7 +56,7 @@ interface Context {
 }
 
 /** `nixcas.ingest.nar`: a NAR inline or staged → IngestWorkItem on INGEST. */
-export async function ingestNar(data: Uint8Array, ctx: Context): Promise<IngestAccepted> {
+export async function ingestNar(data: Uint8Array, ctx: Context & { staging: StagingStore }): Promise<IngestAccepted> {
   const request = decodeIngestNarRequest(data);
   const { meta } = validateUploadMetadata(request.meta, ctx.rules);
   const nar = request.nar;
@@ -78,8 +76,8 @@ export async function ingestNar(data: Uint8Array, ctx: Context): Promise<IngestA
       throw new FormatError("ingest.compression", `nar.data: ${(err as Error).message}`, { cause: err });
     }
   } else {
-    const info = await ctx.topology.staging.info(nar.object);
-    if (info === null || info.deleted) {
+    const info = await ctx.staging.info(nar.object);
+    if (info === null) {
       throw new FormatError("ingest.staged-missing", `nar.object ${JSON.stringify(nar.object)} is not in the staging object store (not uploaded, or expired)`);
     }
     if (nar.compression === "none" && info.size !== meta.narSize) {
@@ -88,8 +86,10 @@ export async function ingestNar(data: Uint8Array, ctx: Context): Promise<IngestA
   }
   const uploadId = nuid.next();
   const item: IngestWorkItem = { version: 1, uploadId, meta, nar, submittedAt: new Date().toISOString() };
-  await enqueue(ctx, uploadId, meta.storePath, SUBJECTS.ingestWork, encodeIngestWorkItem(item));
-  ctx.logger.info("upload queued", { uploadId, storePath: meta.storePath, source: nar.kind, compression: nar.compression, narSize: meta.narSize });
+  // By declared size: the chunker works each lane with slots of its own (LARGE_NAR_BYTES).
+  const lane = ingestLaneOf(meta.narSize);
+  await enqueue(ctx, uploadId, meta.storePath, INGEST_LANES[lane].subject, encodeIngestWorkItem(item));
+  ctx.logger.info("upload queued", { uploadId, storePath: meta.storePath, source: nar.kind, compression: nar.compression, narSize: meta.narSize, lane });
   return { uploadId };
 }
 
@@ -137,12 +137,24 @@ export async function ingestManifest(data: Uint8Array, ctx: Context & { blocks: 
  * `chunking` overwritten by a late `queued`. The JetStream ack is what makes the reply true.
  */
 async function enqueue(ctx: Context, uploadId: string, storePath: string, subject: string, body: Uint8Array): Promise<void> {
-  await setUploadStatus(ctx.topology, { uploadId, state: "queued", storePath, updatedAt: new Date().toISOString() });
+  try {
+    await setUploadStatus(ctx.topology, { uploadId, state: "queued", storePath, updatedAt: new Date().toISOString() });
+  } catch (err) {
+    throw await explainMissingStream(ctx.topology.jsm, `$KV.uploads.${uploadId}`, err);
+  }
   try {
     await ctx.topology.js.publish(subject, body, { msgID: uploadId });
-  } catch (err) {
-    const reason = `the work item could not be stored on ${subject}: ${(err as Error).message}`;
+  } catch (publishErr) {
+    const err = await explainMissingStream(ctx.topology.jsm, subject, publishErr);
+    // A full store is named as such (code `storage.full`, which travels in the service's error
+    // reply): the gateway answers it with its own status instead of a generic failure.
+    const full = isStorageFull(err);
+    const reason = full
+      ? `the work item could not be stored on ${subject}: ${storageFullReason(err)}`
+      : `the work item could not be stored on ${subject}: ${(err as Error).message}`;
     await setUploadStatus(ctx.topology, { uploadId, state: "failed", storePath, reason, updatedAt: new Date().toISOString() }).catch(() => {});
-    throw new NixcasError("ingest.unavailable", `${reason} (nothing was queued; try again)`, { cause: err });
+    const missing = err instanceof NixcasError && err.code === "nats.stream-missing";
+    const code = full ? "storage.full" : missing ? err.code : "ingest.unavailable";
+    throw new NixcasError(code, `${reason} (nothing was queued${full || missing ? "" : "; try again"})`, { cause: err });
   }
 }

@@ -1,5 +1,5 @@
-// Composition root of the ingester as its own process (`node services/ingester/main.ts`).
+// The ingester as its own process (`node services/ingester/main.ts`, what `nixcas service ingester` runs).
 import { runServiceProcess } from "../../shared/nats/service-process.ts";
-import { startIngester } from "./ingester.ts";
+import { SERVICES } from "../registry.ts";
 
-await runServiceProcess("ingester", startIngester);
+await runServiceProcess("ingester", SERVICES.ingester);

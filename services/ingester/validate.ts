@@ -93,7 +93,6 @@ export function validateUploadMetadata(raw: UploadMetadata, rules: ValidationRul
     deriver,
     ca,
     sigs,
-    uploader: raw.uploader,
   };
   checkSignatures(meta, narHash, rules);
   return { meta, narHash, hashPart: sp.hashPart };

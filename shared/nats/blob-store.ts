@@ -8,10 +8,12 @@
 // mismatch or missing block — never silently short or wrong bytes).
 import { createHash } from "node:crypto";
 import type { CID } from "multiformats/cid";
+import { BoundedTasks } from "../bounded-tasks.ts";
 import { RAW_CODEC, cidForBytes } from "../cid.ts";
 import { IntegrityError, NixcasError } from "../errors.ts";
 import { chunkStream, DEFAULT_CHUNKER_OPTIONS, type ChunkerOptions } from "../fastcdc.ts";
 import { ManifestBuilder, walkManifest, type EncodedBlock, type Manifest } from "../manifest.ts";
+import { readAhead } from "../read-ahead.ts";
 import { compressChunk, DEFAULT_ZSTD_LEVEL } from "../zstd.ts";
 import type { BlockStore } from "./block-store.ts";
 
@@ -36,19 +38,8 @@ export async function putBlob(blocks: BlockStore, source: Uint8Array | AsyncIter
   const input: AsyncIterable<Uint8Array> = source instanceof Uint8Array ? single(source) : source;
   const hash = createHash("sha256");
   const builder = new ManifestBuilder();
-  const inFlight = new Set<Promise<unknown>>();
-  let failure: unknown = null;
+  const puts = new BoundedTasks(PUTS_IN_FLIGHT);
   let size = 0;
-
-  const track = async (put: Promise<unknown>) => {
-    const p = put.catch((err: unknown) => {
-      failure ??= err;
-    });
-    inFlight.add(p);
-    void p.finally(() => inFlight.delete(p));
-    if (inFlight.size >= PUTS_IN_FLIGHT) await Promise.race(inFlight);
-    if (failure) throw failure;
-  };
   const putNode = (node: EncodedBlock) => blocks.put(node.cid, compressChunk(node.bytes, level), node.bytes.length);
 
   try {
@@ -56,13 +47,14 @@ export async function putBlob(blocks: BlockStore, source: Uint8Array | AsyncIter
       hash.update(chunk);
       size += chunk.length;
       const cid = cidForBytes(chunk, RAW_CODEC);
-      await track(blocks.put(cid, compressChunk(chunk, level), chunk.length));
-      for (const node of builder.add({ cid, size: chunk.length })) await track(putNode(node));
+      await puts.add(() => blocks.put(cid, compressChunk(chunk, level), chunk.length));
+      for (const node of builder.add({ cid, size: chunk.length })) await puts.add(() => putNode(node));
     }
-  } finally {
-    await Promise.all(inFlight);
+  } catch (err) {
+    await puts.settle();
+    throw err;
   }
-  if (failure) throw failure;
+  await puts.drain();
   const sha256 = new Uint8Array(hash.digest());
   const { root, blocks: last } = builder.finish(sha256, size);
   // The finishing nodes in order, root last, each durable before the next.
@@ -85,31 +77,11 @@ export async function* readBlob(blocks: BlockStore, root: CID): AsyncGenerator<U
   });
   const hash = createHash("sha256");
   let size = 0;
-  // A window of reads in flight ahead of the consumer; each is awaited in order.
-  const window: Array<{ cid: CID; size: number; bytes: Promise<Uint8Array> }> = [];
-  const fill = async (): Promise<boolean> => {
-    const next = await chunks.next();
-    if (next.done) return false;
-    const { cid, size: expected } = next.value;
-    const bytes = load(cid);
-    bytes.catch(() => {}); // awaited below in order; avoid an unhandled rejection meanwhile
-    window.push({ cid, size: expected, bytes });
-    return true;
-  };
-  try {
-    let more = true;
-    while (more && window.length < READ_AHEAD) more = await fill();
-    while (window.length > 0) {
-      const head = window.shift()!;
-      const bytes = await head.bytes;
-      if (bytes.length !== head.size) throw new IntegrityError("blob.chunk-size", `blob ${root}: chunk ${head.cid} has ${bytes.length} bytes, its manifest says ${head.size}`);
-      hash.update(bytes);
-      size += bytes.length;
-      if (more) more = await fill();
-      yield bytes;
-    }
-  } finally {
-    await chunks.return(undefined);
+  for await (const { item: chunk, result: bytes } of readAhead(chunks, (c) => load(c.cid), { maxInFlight: READ_AHEAD })) {
+    if (bytes.length !== chunk.size) throw new IntegrityError("blob.chunk-size", `blob ${root}: chunk ${chunk.cid} has ${bytes.length} bytes, its manifest says ${chunk.size}`);
+    hash.update(bytes);
+    size += bytes.length;
+    yield bytes;
   }
   const m = manifest as Manifest | null;
   if (m === null) throw new IntegrityError("blob.no-root", `blob ${root}: the root was never read`);

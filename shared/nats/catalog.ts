@@ -3,14 +3,15 @@
 // error and a damaged record is never believed.
 import { CID } from "multiformats/cid";
 import type { KV } from "@nats-io/kv";
-import { checkLink, DAG_CBOR_CODEC, type EncodedBlock } from "../block.ts";
-import { cidForBytes } from "../cid.ts";
+import { checkLink, type EncodedBlock } from "../block.ts";
+import { cidForBytes, DAG_CBOR_CODEC } from "../cid.ts";
 import { FormatError, IntegrityError, NixcasError } from "../errors.ts";
 import { decodePathInfo, type PathInfo } from "../path-info.ts";
 import { formatHash, parseHash, sha256Hash } from "../hash.ts";
 import { NARINFO_COMPRESSIONS } from "../narinfo.ts";
 import { isValidHashPart, parseStorePath } from "../store-path.ts";
 import { mapBounded } from "./flow-control.ts";
+import { isWrongLastSequence } from "./jetstream-codes.ts";
 import { escapeKey } from "./subjects.ts";
 import type { KvBucketName, Topology } from "./topology.ts";
 
@@ -61,7 +62,6 @@ export interface UploadedFile {
 
 const NIX32_NAR_HASH = /^[0-9a-df-np-sv-z]{52}$/;
 const SHA256_NIX32 = /^sha256:[0-9a-df-np-sv-z]{52}$/;
-const KV_WRONG_LAST_SEQUENCE = 10071;
 const KV_KEY = /^[-/_=.a-zA-Z0-9]+$/;
 const KEY_LOOKUPS_IN_FLIGHT = 32;
 
@@ -157,12 +157,35 @@ export class Catalog {
         await kv.update(key, bytes, entry.revision);
         return { ...record };
       } catch (err) {
-        if (isConflict(err)) continue; // another writer in between: read again
+        if (isWrongLastSequence(err)) continue; // another writer in between: read again
         if (err instanceof NixcasError) throw err;
         throw new NixcasError("catalog.kv", `cannot write KV nars/${key}: ${(err as Error).message}`, { cause: err });
       }
     }
     throw new NixcasError("catalog.kv", `KV nars/${key} kept changing under us; gave up writing it`);
+  }
+
+  /**
+   * Replaces the `.nar.zst` hash and size of a recorded NAR after repaired blocks changed its
+   * frames (`nixcas verify --repair`): compare-and-set on the revision read, and only for the
+   * manifest the record already names. Returns false when the record changed in between or
+   * names another manifest (the caller checks again).
+   */
+  async replaceNarFile(narHashNix32: string, record: CompleteNarRecord): Promise<boolean> {
+    const key = checkNarHash(narHashNix32);
+    const problem = narRecordProblem(record);
+    if (problem) throw new FormatError("catalog.nar-record", `NAR record for ${key}: ${problem}`);
+    const kv = this.#kv.nars;
+    try {
+      const entry = await kv.get(key);
+      if (entry === null || entry.operation !== "PUT" || !decodeNarRecord(entry.value, key).manifest.equals(record.manifest)) return false;
+      await kv.update(key, encodeNarRecord(record), entry.revision);
+      return true;
+    } catch (err) {
+      if (isWrongLastSequence(err)) return false;
+      if (err instanceof NixcasError) throw err;
+      throw new NixcasError("catalog.kv", `cannot write KV nars/${key}: ${(err as Error).message}`, { cause: err });
+    }
   }
 
   // --- listings: hash part -> blob manifest CID of its `.ls` ---
@@ -173,6 +196,22 @@ export class Catalog {
 
   async putListing(hashPart: string, root: CID): Promise<void> {
     await this.#putCid("listings", checkHashPart(hashPart), root);
+  }
+
+  /**
+   * Stores a listing only where none exists (a client's `.ls` upload: the pipeline's own one,
+   * written with putListing, always wins). False when one exists; it is kept.
+   */
+  async createListing(hashPart: string, root: CID): Promise<boolean> {
+    const key = checkHashPart(hashPart);
+    checkLink(root, DAG_CBOR_CODEC, `manifest root for listings/${key}`);
+    try {
+      await this.#kv.listings.create(key, new TextEncoder().encode(root.toString()));
+      return true;
+    } catch (err) {
+      if (isWrongLastSequence(err)) return false;
+      throw new NixcasError("catalog.kv", `cannot write KV listings/${key}: ${(err as Error).message}`, { cause: err });
+    }
   }
 
   // --- logs: escaped drv base name -> blob manifest CID ---
@@ -389,11 +428,6 @@ function uploadedFileProblem(v: unknown): string | null {
   if (typeof r.narHash !== "string" || !SHA256_NIX32.test(r.narHash)) return `narHash ${JSON.stringify(r.narHash)} is not sha256:<52 nix32>`;
   if (typeof r.compression !== "string" || !NARINFO_COMPRESSIONS.has(r.compression)) return `compression ${JSON.stringify(r.compression)} is not one Nix knows`;
   return null;
-}
-
-function isConflict(err: unknown): boolean {
-  const e = err as { code?: unknown; message?: string };
-  return e.code === KV_WRONG_LAST_SEQUENCE || /wrong last sequence|key exists/i.test(e.message ?? "");
 }
 
 function stagedNarProblem(v: unknown): string | null {

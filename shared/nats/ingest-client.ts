@@ -4,10 +4,11 @@
 // A request is answered once the work item is durable in JetStream; a rejected request throws
 // the ingester's own error (FormatError / IntegrityError with its code and message), and then
 // nothing was enqueued.
-import { nuid, type NatsConnection } from "@nats-io/nats-core";
 import type { CID } from "multiformats/cid";
 import { NixcasError } from "../errors.ts";
-import { errorFromReply, type IngestManifestRequest, type IngestNarRequest } from "./ingest-protocol.ts";
+import type { IngestManifestRequest, IngestNarRequest, NarSource } from "./ingest-protocol.ts";
+import { newStagingObjectName, StagingStore } from "./staging-store.ts";
+import { requestService } from "./service.ts";
 import { SUBJECTS } from "./subjects.ts";
 import type { Topology } from "./topology.ts";
 import { waitForUpload, type UploadStatus } from "./uploads.ts";
@@ -20,10 +21,12 @@ export interface IngestClientOptions {
 
 export class IngestClient {
   readonly #topology: Topology;
+  readonly #staging: StagingStore;
   readonly #timeoutMs: number;
 
   constructor(topology: Topology, options: IngestClientOptions = {}) {
     this.#topology = topology;
+    this.#staging = new StagingStore(topology);
     this.#timeoutMs = options.requestTimeoutMs ?? 30_000;
   }
 
@@ -57,9 +60,15 @@ export class IngestClient {
     return this.#stageAndSubmit(meta, concatSources(head, rest), compression);
   }
 
-  /** Submits a NAR already in the `staging` object store (the gateway's PUT nar/… put it there). */
-  async submitStaged(meta: UploadMetadata, staged: { object: string; compression: string }): Promise<{ uploadId: string }> {
-    const request: IngestNarRequest = { meta, nar: { kind: "staged", object: staged.object, compression: staged.compression } };
+  /**
+   * Submits a NAR already in the `staging` object store (the gateway's PUT nar/… put it there).
+   * `fileName`: the name the file was uploaded under (`<sha256 of the object>.nar[.ext]`), for
+   * the cache to serve it under that name too once the path is indexed.
+   */
+  async submitStaged(meta: UploadMetadata, staged: { object: string; compression: string; fileName?: string | null }): Promise<{ uploadId: string }> {
+    const nar: NarSource = { kind: "staged", object: staged.object, compression: staged.compression };
+    if (staged.fileName != null) nar.fileName = staged.fileName;
+    const request: IngestNarRequest = { meta, nar };
     return this.#request(SUBJECTS.ingestNar, request);
   }
 
@@ -84,57 +93,35 @@ export class IngestClient {
   }
 
   async #stageAndSubmit(meta: UploadMetadata, source: Iterable<Uint8Array> | AsyncIterable<Uint8Array>, compression: string): Promise<{ uploadId: string }> {
-    const object = `upload.${nuid.next()}`;
-    await this.#topology.staging.put({ name: object }, toReadableStream(source));
+    const object = newStagingObjectName();
+    await this.#staging.put(object, source);
     try {
       return await this.submitStaged(meta, { object, compression });
     } catch (err) {
       // Refused (or no answer): nobody will ever read the object. Best effort; it also expires.
-      await this.#topology.staging.delete(object).catch(() => {});
+      await this.#staging.delete(object).catch(() => {});
       throw err;
     }
   }
 
   async #request(subject: string, body: IngestNarRequest | IngestManifestRequest): Promise<{ uploadId: string }> {
-    const nc: NatsConnection = this.#topology.nc;
-    let reply;
+    let reply: unknown;
     try {
-      reply = await nc.request(subject, JSON.stringify(body), { timeout: this.#timeoutMs });
+      reply = await requestService<unknown>(this.#topology.nc, subject, body, { timeoutMs: this.#timeoutMs, responder: "the ingester service" });
     } catch (err) {
-      const noResponders = (err as { isNoResponders?: () => boolean }).isNoResponders?.() === true || /no responders/i.test(String((err as Error).message));
-      if (noResponders) throw new NixcasError("ingest.unavailable", `no ingester answers on ${subject} (is the ingester service running?)`, { cause: err });
-      throw new NixcasError("ingest.unavailable", `${subject}: ${(err as Error).message}`, { cause: err });
+      // No answer at all (the ingester's own refusals keep their code and class).
+      if (err instanceof NixcasError && (err.code === "service.unavailable" || err.code === "service.request")) {
+        throw new NixcasError("ingest.unavailable", err.message, { cause: err });
+      }
+      throw err;
     }
-    let value: unknown;
-    try {
-      value = JSON.parse(new TextDecoder().decode(reply.data));
-    } catch {
-      throw new NixcasError("ingest.reply", `${subject}: the ingester's reply is not JSON`);
-    }
-    if (typeof value === "object" && value !== null) {
-      const v = value as { uploadId?: unknown; error?: unknown };
-      if (typeof v.error === "object" && v.error !== null) throw errorFromReply(v.error as Record<string, unknown>, subject);
-      if (typeof v.uploadId === "string") return { uploadId: v.uploadId };
-    }
-    throw new NixcasError("ingest.reply", `${subject}: unexpected reply ${JSON.stringify(value).slice(0, 200)}`);
+    const uploadId = (reply as { uploadId?: unknown } | null)?.uploadId;
+    if (typeof uploadId === "string") return { uploadId };
+    throw new NixcasError("ingest.reply", `${subject}: unexpected reply ${JSON.stringify(reply).slice(0, 200)}`);
   }
 }
 
 async function* concatSources(head: Uint8Array[], rest: AsyncIterable<Uint8Array>): AsyncGenerator<Uint8Array> {
   yield* head;
   yield* rest;
-}
-
-function toReadableStream(source: Iterable<Uint8Array> | AsyncIterable<Uint8Array>): ReadableStream<Uint8Array> {
-  const iterator = Symbol.asyncIterator in source ? source[Symbol.asyncIterator]() : (source as Iterable<Uint8Array>)[Symbol.iterator]();
-  return new ReadableStream<Uint8Array>({
-    async pull(controller) {
-      const r = await iterator.next();
-      if (r.done) controller.close();
-      else controller.enqueue(r.value);
-    },
-    async cancel() {
-      await iterator.return?.();
-    },
-  });
 }

@@ -6,13 +6,12 @@
 // `IngestAccepted` or `IngestErrorReply`. The reply comes only after the work item is stored
 // in JetStream (the upload then survives any single crash); its outcome is tracked in the
 // `uploads` KV under the returned id (`queued` → `chunking` → `indexing` → `done` | `failed`).
-import { FormatError, IntegrityError, NixcasError } from "../errors.ts";
+import { parseRequestObject, type ServiceErrorReply } from "./service.ts";
 import {
   checkKeys,
   checkManifestCid,
   checkNarSource,
   checkUploadMetadataShape,
-  isRecord,
   type NarSource,
   type UploadMetadata,
 } from "./work-items.ts";
@@ -32,15 +31,18 @@ export interface IngestNarRequest {
    *   ca         `fixed:[r:]<algo>:<hash>` or `text:sha256:<hash>`, or null
    *   sigs       `<key name>:<base64 of 64 bytes>`, at most 64. A signature whose key name is one
    *              of the cache's trusted uploader keys must verify, or the upload is refused.
-   *   uploader   who uploads (token name), or null
+   * Every field must be present; any other field is refused.
    */
   meta: UploadMetadata;
   /**
    * Where the bytes are:
    *   { kind: "inline", data: <standard padded base64>, compression } — at most INLINE_MAX_BYTES
    *     (512 KiB) before base64; with compression "none" its length must equal narSize.
-   *   { kind: "staged", object: <name in the `staging` object store>, compression } — the
-   *     object must exist when the request arrives; the pipeline deletes it once the path is indexed.
+   *   { kind: "staged", object: <name in the `staging` object store>, compression, fileName? } —
+   *     the object must exist when the request arrives; the pipeline deletes it once the path is
+   *     indexed. `fileName` (optional): the name the file was uploaded under,
+   *     `<52 nix32 sha256 of the object>.nar[.ext]`; the object must hash to it, and once the path
+   *     is indexed the cache serves the NAR under that name too (KV `files`).
    * compression: none, zstd, gzip, br, xz, bzip2 (lzma, lzip, lz4 where the tool is installed).
    */
   nar: NarSource;
@@ -64,91 +66,19 @@ export interface IngestAccepted {
   uploadId: string;
 }
 
-/** Failure: nothing was enqueued or stored. `code` is stable, `message` is for people. */
-export interface IngestErrorReply {
-  error: { code: string; message: string; kind?: ErrorKind };
-}
+/**
+ * Failure: nothing was enqueued or stored. `code` is stable, `message` is for people, `kind` is
+ * the error's class (FormatError: bad input; IntegrityError: a signature or manifest that does
+ * not match; NixcasError: anything else). The codes are listed in docs/ingest-protocol.md.
+ */
+export type IngestErrorReply = ServiceErrorReply;
 
 export type IngestReply = IngestAccepted | IngestErrorReply;
-
-/** The error class on the client side: bad input, bytes that do not match, or anything else. */
-export type ErrorKind = "FormatError" | "IntegrityError" | "NixcasError";
-
-/**
- * Codes the ingester itself answers with (validation errors of the shared parsers keep their
- * own codes: store-path.*, hash.*, ca.*, signature.format, all FormatError).
- */
-export const INGEST_ERROR_CODES = {
-  /** The request is not JSON or not the documented shape. */
-  "ingest.request": "FormatError",
-  /** narSize is larger than NIXCAS_MAX_NAR_SIZE. */
-  "ingest.too-large": "FormatError",
-  /** A reference, the deriver or the uploader is not valid. */
-  "ingest.references": "FormatError",
-  "ingest.deriver": "FormatError",
-  /** More signatures or references than accepted. */
-  "ingest.limits": "FormatError",
-  /** Unknown compression, or inline data that does not start the way its compression says. */
-  "ingest.compression": "FormatError",
-  /** Inline uncompressed data whose length differs from narSize. */
-  "ingest.size-mismatch": "FormatError",
-  /** The staged object does not exist (never uploaded, or expired). */
-  "ingest.staged-missing": "FormatError",
-  /** A signature by a trusted uploader key does not verify against the path's fingerprint. */
-  "ingest.signature-invalid": "IntegrityError",
-  /** The manifest root is not stored. */
-  "ingest.manifest-missing": "FormatError",
-  /** The manifest root's narHash or narSize differs from meta. */
-  "ingest.manifest-mismatch": "IntegrityError",
-  /** The manifest root is not a valid Manifest node. */
-  "ingest.manifest-invalid": "FormatError",
-  /** JetStream did not store the work item (try again). */
-  "ingest.unavailable": "NixcasError",
-} as const satisfies Record<string, ErrorKind>;
-
-export function errorKindOf(err: unknown): ErrorKind {
-  if (err instanceof IntegrityError) return "IntegrityError";
-  if (err instanceof FormatError) return "FormatError";
-  return "NixcasError";
-}
-
-/** The client-side error for an error reply: same class, same code, same message. */
-export function errorFromReply(error: { code?: unknown; message?: unknown; kind?: unknown }, subject: string): NixcasError {
-  const code = typeof error.code === "string" ? error.code : "ingest.unknown";
-  const message = typeof error.message === "string" ? error.message : `${subject} failed without a message`;
-  const kind =
-    error.kind === "FormatError" || error.kind === "IntegrityError" || error.kind === "NixcasError"
-      ? error.kind
-      : (INGEST_ERROR_CODES as Record<string, ErrorKind>)[code] ?? guessKind(code);
-  if (kind === "IntegrityError") return new IntegrityError(code, message);
-  if (kind === "FormatError") return new FormatError(code, message);
-  return new NixcasError(code, message);
-}
-
-// Codes of the shared parsers that can reach a client through the ingester.
-function guessKind(code: string): ErrorKind {
-  if (/mismatch|signature\.invalid|cid-mismatch/.test(code)) return "IntegrityError";
-  if (/^(store-path|hash|ca|signature|key|nar|decompress|ipld|manifest|work-item|kv)\./.test(code)) return "FormatError";
-  return "NixcasError";
-}
-
-const decoder = new TextDecoder("utf-8", { fatal: true });
-
-function parseRequest(data: Uint8Array, subject: string): Record<string, unknown> {
-  let value: unknown;
-  try {
-    value = JSON.parse(decoder.decode(data));
-  } catch (err) {
-    throw new FormatError("ingest.request", `${subject}: the request is not UTF-8 JSON: ${(err as Error).message}`);
-  }
-  if (!isRecord(value)) throw new FormatError("ingest.request", `${subject}: the request is not a JSON object`);
-  return value;
-}
 
 /** Decodes and shape-checks a `nixcas.ingest.nar` request (semantic checks: the ingester). */
 export function decodeIngestNarRequest(data: Uint8Array): IngestNarRequest {
   const what = "nixcas.ingest.nar";
-  const v = parseRequest(data, what);
+  const v = parseRequestObject(data, what, "ingest.request");
   checkKeys(v, ["meta", "nar"], what, "ingest.request");
   checkUploadMetadataShape(v.meta, what, "ingest.request");
   checkNarSource(v.nar, what, "ingest.request");
@@ -158,7 +88,7 @@ export function decodeIngestNarRequest(data: Uint8Array): IngestNarRequest {
 /** Decodes and shape-checks a `nixcas.ingest.manifest` request. */
 export function decodeIngestManifestRequest(data: Uint8Array): IngestManifestRequest {
   const what = "nixcas.ingest.manifest";
-  const v = parseRequest(data, what);
+  const v = parseRequestObject(data, what, "ingest.request");
   checkKeys(v, ["meta", "manifest"], what, "ingest.request");
   checkUploadMetadataShape(v.meta, what, "ingest.request");
   checkManifestCid(v.manifest, what, "manifest", "ingest.request");

@@ -3,9 +3,17 @@
 // tests/helpers/nats-server.ts) instead of touching whatever may listen on 4222.
 // Ready means "Server is ready" in its log, which comes after JetStream has recovered its
 // streams from the store dir — accepting TCP connections comes earlier than that.
+//
+// The child never outlives us: it is started through util-linux `setpriv --pdeathsig SIGKILL`
+// (the kernel kills it when its parent dies, even by SIGKILL; prctl(2) PR_SET_PDEATHSIG), and in
+// its own process group, so a Ctrl-C in a terminal reaches only us and we stop it last, after
+// the services let go of it (otherwise it dies first and every client floods the log with
+// reconnect and pull errors while stopping). The parent-death signal follows the thread that
+// spawned the child: launch from the main thread, not from a worker that may end first.
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { mkdir } from "node:fs/promises";
 import { NixcasError } from "../errors.ts";
+import type { Logger } from "../log.ts";
 
 export interface NatsServerProcess {
   child: ChildProcess;
@@ -39,6 +47,22 @@ export function findNatsServerBinary(): string | null {
   return null;
 }
 
+let setprivBinary: string | null | undefined;
+
+/** util-linux `setpriv` when it can set a parent-death signal (Debian always has it), else null. */
+function findSetpriv(): string | null {
+  if (setprivBinary === undefined) {
+    setprivBinary = null;
+    for (const candidate of ["setpriv", "/usr/bin/setpriv", "/bin/setpriv"]) {
+      if (spawnSync(candidate, ["--pdeathsig", "SIGKILL", "--", "true"]).status === 0) {
+        setprivBinary = candidate;
+        break;
+      }
+    }
+  }
+  return setprivBinary;
+}
+
 export async function launchNatsServer(options: LaunchOptions): Promise<NatsServerProcess> {
   const binary = options.binary ?? findNatsServerBinary();
   if (!binary) {
@@ -51,7 +75,9 @@ export async function launchNatsServer(options: LaunchOptions): Promise<NatsServ
   if (options.storeDir) await mkdir(options.storeDir, { recursive: true });
   const host = options.host ?? "127.0.0.1";
   const args = ["-a", host, "-p", String(options.port ?? -1), ...(options.storeDir ? ["-js", "-sd", options.storeDir] : []), ...(options.args ?? [])];
-  const child = spawn(binary, args, { stdio: ["ignore", "pipe", "pipe"] });
+  const setpriv = findSetpriv();
+  const [command, commandArgs] = setpriv ? [setpriv, ["--pdeathsig", "SIGKILL", "--", binary, ...args]] : [binary, args];
+  const child = spawn(command, commandArgs, { stdio: ["ignore", "pipe", "pipe"], detached: true });
   const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
   let logText = "";
   let port = options.port ?? -1;
@@ -80,7 +106,12 @@ export async function launchNatsServer(options: LaunchOptions): Promise<NatsServ
     });
     child.once("exit", (code, signal) => {
       clearTimeout(timer);
-      reject(new NixcasError("nats.server-exited", `nats-server exited during start-up (code ${code}, signal ${signal}):\n${logText.trim()}`));
+      const portTaken = /address already in use/i.test(logText);
+      reject(
+        portTaken
+          ? new NixcasError("nats.port-in-use", `nats-server cannot listen on ${host}:${port}: the port is in use by another process`)
+          : new NixcasError("nats.server-exited", `nats-server exited during start-up (code ${code}, signal ${signal}):\n${logText.trim()}`),
+      );
     });
   });
   return {
@@ -102,17 +133,102 @@ export interface LocalNatsServer {
   url: string;
   port: number;
   storeDir: string;
-  /** SIGTERM (JetStream flushes), then SIGKILL after 10 s; resolves once the process is gone. */
-  stop(): Promise<void>;
+  /** The running server's process id (changes when it was restarted). */
+  pid(): number | undefined;
+  /** SIGTERM (JetStream flushes), then SIGKILL after `graceMs`; resolves once the process is gone. */
+  stop(graceMs: number): Promise<void>;
 }
 
-/** The server `nixcas up` runs: JetStream, loopback only, a free port. */
-export async function startLocalNatsServer(options: { storeDir: string; onLog?: (line: string) => void }): Promise<LocalNatsServer> {
-  const server = await launchNatsServer({ storeDir: options.storeDir, onLog: options.onLog });
-  return {
-    url: `nats://127.0.0.1:${server.port}`,
-    port: server.port,
-    storeDir: options.storeDir,
-    stop: () => server.terminate("SIGTERM", 10_000),
+export interface LocalNatsServerOptions {
+  storeDir: string;
+  logger: Logger;
+  /** Called once when the server keeps dying and is not restarted again. */
+  onGiveUp(err: NixcasError): void;
+}
+
+/** More exits than this within RESTART_WINDOW_MS and the server is given up. */
+const MAX_RESTARTS = 3;
+const RESTART_WINDOW_MS = 60_000;
+/** Log lines of a dead server shown in the warning about its exit. */
+const LOG_TAIL_LINES = 10;
+
+/**
+ * The server `nixcas up` runs: JetStream, loopback only, a free port — supervised: when it exits
+ * unexpectedly it is started again on the same port and store dir (clients reconnect by
+ * themselves and JetStream recovers its streams), unless it exited more than MAX_RESTARTS times
+ * within RESTART_WINDOW_MS: then `onGiveUp` is called and the caller should exit.
+ */
+export async function startLocalNatsServer(options: LocalNatsServerOptions): Promise<LocalNatsServer> {
+  const { storeDir, logger } = options;
+  // The server's own warnings and errors (out of storage, resource limits, a damaged store) are
+  // what an operator must see; its routine lines stay at debug.
+  const onLog = (line: string) => {
+    if (/ \[(ERR|FTL)\] /.test(line)) logger.error("nats-server", { line });
+    else if (/ \[WRN\] /.test(line)) logger.warn("nats-server", { line });
+    else logger.debug("nats-server", { line });
   };
+  if (!findSetpriv()) logger.warn("util-linux setpriv not found: if this process is killed (SIGKILL), its nats-server keeps running");
+  let current = await launchNatsServer({ storeDir, onLog });
+  const port = current.port;
+  let stopping = false;
+  let restarting: Promise<void> | null = null;
+  const exits: number[] = [];
+
+  const restart = async (dead: NatsServerProcess): Promise<void> => {
+    let lastExit = describeExit(dead.child);
+    logger.warn("the local nats-server exited", { exit: lastExit, log: tail(dead.log()) });
+    while (!stopping) {
+      const now = Date.now();
+      exits.push(now);
+      while (exits.length > 0 && exits[0]! < now - RESTART_WINDOW_MS) exits.shift();
+      if (exits.length > MAX_RESTARTS) {
+        options.onGiveUp(
+          new NixcasError("nats.server-died", `the local nats-server exited ${exits.length} times within ${RESTART_WINDOW_MS / 1000} s (last: ${lastExit}); not restarting it again`),
+        );
+        return;
+      }
+      logger.warn("restarting the local nats-server on the same port and store", { attempt: exits.length });
+      await new Promise((r) => setTimeout(r, 250 * 2 ** (exits.length - 1)));
+      if (stopping) return;
+      try {
+        const proc = await launchNatsServer({ storeDir, port, onLog });
+        current = proc;
+        logger.info("restarted the local nats-server", { pid: proc.child.pid, port });
+        supervise(proc);
+        return;
+      } catch (err) {
+        lastExit = (err as Error).message.split("\n")[0]!;
+        logger.warn("the local nats-server did not start again", { error: (err as Error).message });
+      }
+    }
+  };
+  const supervise = (proc: NatsServerProcess) => {
+    void proc.exited.then(() => {
+      if (stopping || proc !== current) return;
+      restarting = restart(proc).finally(() => {
+        restarting = null;
+      });
+    });
+  };
+  supervise(current);
+
+  return {
+    url: `nats://127.0.0.1:${port}`,
+    port,
+    storeDir,
+    pid: () => current.child.pid,
+    async stop(graceMs) {
+      stopping = true;
+      await restarting; // a launch in progress finishes (or fails) first, so its process is stopped too
+      await current.terminate("SIGTERM", graceMs);
+    },
+  };
+}
+
+function describeExit(child: ChildProcess): string {
+  return child.signalCode ? `killed by ${child.signalCode}` : `exit code ${child.exitCode}`;
+}
+
+function tail(log: string): string {
+  return log.trim().split("\n").slice(-LOG_TAIL_LINES).join("\n");
 }

@@ -1,16 +1,23 @@
-// Registers a service with @nats-io/services ($SRV.PING / INFO / STATS discovery) and turns
-// async handlers into JSON request/reply. The library only sees the synchronous part of a
-// handler: it neither counts errors of an async handler nor times it, so this wrapper counts
-// requests, errors and processing time itself, reports them as the endpoint's `data` in STATS,
-// and bumps the library's own `num_errors` so that field is true as well.
+// Request/reply between nixcas processes, both sides. `startMicroservice` registers a service
+// with @nats-io/services ($SRV.PING / INFO / STATS discovery) and turns async handlers into JSON
+// replies; `requestService` is the one client every caller uses (ingest client, `nixcas push`,
+// tests).
 //
-// Reply format: the handler's result as JSON; on failure `{ "error": { "code", "message" } }`
-// (the NixcasError's code, "internal" for anything else) with the standard
-// Nats-Service-Error / Nats-Service-Error-Code headers. `requestService` is the client side.
-import { headers as natsHeaders, type MsgHdrs, type NatsConnection } from "@nats-io/nats-core";
-import { Svcm, ServiceErrorCodeHeader, ServiceErrorHeader, type Service, type ServiceMsg } from "@nats-io/services";
-import { FormatError, NixcasError } from "../errors.ts";
+// The library only sees the synchronous part of a handler: its STATS `num_errors` and
+// processing time miss everything our async handlers do (num_errors stays 0), and its public
+// API offers no way to add to them. So this wrapper counts requests, errors and processing time
+// itself and reports them as each endpoint's `data` in STATS, with the process's readiness
+// (`readiness`: shared/nats/readiness.ts) beside them.
+//
+// Reply format: the handler's result as JSON; on failure `ServiceErrorReply`
+// `{ "error": { "code", "message", "kind" } }` — the NixcasError's code ("internal" for anything
+// else) and its class, so the client throws the same class (FormatError, IntegrityError or
+// NixcasError) — with the standard Nats-Service-Error / Nats-Service-Error-Code headers.
+import { RequestError, type MsgHdrs, type NatsConnection } from "@nats-io/nats-core";
+import { Svcm, type Service, type ServiceMsg } from "@nats-io/services";
+import { errorKindOf, errorOfKind, FormatError, NixcasError, type ErrorKind } from "../errors.ts";
 import type { Logger } from "../log.ts";
+import { readinessOf } from "./readiness.ts";
 
 export interface ServiceRequest {
   data: Uint8Array;
@@ -47,21 +54,56 @@ export interface EndpointCounters {
   lastError?: string;
 }
 
+/** The body of every error reply. */
+export interface ServiceErrorReply {
+  error: {
+    /** Stable, machine-readable: the NixcasError's code, or "internal" for a bug. */
+    code: string;
+    /** For people: what was wrong and where. */
+    message: string;
+    /** The error's class, restored by the client. */
+    kind: ErrorKind;
+  };
+}
+
 const encoder = new TextEncoder();
+const strictUtf8 = new TextDecoder("utf-8", { fatal: true });
+
+/**
+ * Server side: a request body as the JSON object every nixcas endpoint takes. Anything else is a
+ * FormatError with the endpoint's `code`, its message led by the `subject`.
+ */
+export function parseRequestObject(data: Uint8Array, subject: string, code: string): Record<string, unknown> {
+  let value: unknown;
+  try {
+    value = JSON.parse(strictUtf8.decode(data));
+  } catch (err) {
+    throw new FormatError(code, `${subject}: the request is not UTF-8 JSON: ${(err as Error).message}`);
+  }
+  if (typeof value !== "object" || value === null || Array.isArray(value)) throw new FormatError(code, `${subject}: the request is not a JSON object`);
+  return value as Record<string, unknown>;
+}
 
 export async function startMicroservice(nc: NatsConnection, options: MicroserviceOptions): Promise<Microservice> {
+  // Keyed by subject: the only endpoint field the library's statsHandler is documented to pass.
   const counters = new Map<string, EndpointCounters>();
+  for (const ep of options.endpoints) {
+    if (counters.has(ep.subject)) throw new RangeError(`${options.name}: two endpoints listen on ${ep.subject}`);
+    counters.set(ep.subject, { requests: 0, errors: 0, inFlight: 0, processingMs: 0 });
+  }
   const service: Service = await new Svcm(nc).add({
     name: options.name,
     version: options.version,
     description: options.description,
     // The library calls this per endpoint when answering STATS.
-    statsHandler: async (endpoint) => counters.get((endpoint as { name?: string }).name ?? "") ?? null,
+    statsHandler: async (endpoint) => {
+      const c = counters.get(endpoint.subject);
+      return c ? { ...c, readiness: await readinessOf(nc).check() } : null;
+    },
   });
   const log = options.logger.child({ service: options.name });
   for (const ep of options.endpoints) {
-    const c: EndpointCounters = { requests: 0, errors: 0, inFlight: 0, processingMs: 0 };
-    counters.set(ep.name, c);
+    const c = counters.get(ep.subject)!;
     service.addEndpoint(ep.name, {
       subject: ep.subject,
       queue: ep.queue ?? "q",
@@ -70,7 +112,7 @@ export async function startMicroservice(nc: NatsConnection, options: Microservic
           log.error("endpoint subscription failed", { endpoint: ep.name, error: err });
           return;
         }
-        void serve(service, ep, c, msg, log);
+        void serve(ep, c, msg, log);
       },
     });
   }
@@ -82,7 +124,7 @@ export async function startMicroservice(nc: NatsConnection, options: Microservic
   };
 }
 
-async function serve(service: Service, ep: ServiceEndpoint, c: EndpointCounters, msg: ServiceMsg, log: Logger): Promise<void> {
+async function serve(ep: ServiceEndpoint, c: EndpointCounters, msg: ServiceMsg, log: Logger): Promise<void> {
   const start = performance.now();
   c.requests++;
   c.inFlight++;
@@ -92,16 +134,17 @@ async function serve(service: Service, ep: ServiceEndpoint, c: EndpointCounters,
   } catch (err) {
     c.errors++;
     c.lastError = (err as Error)?.message ?? String(err);
-    countLibraryError(service, ep.name, err);
     const known = err instanceof NixcasError;
     if (!known) log.error("endpoint handler failed", { endpoint: ep.name, error: err, stack: (err as Error)?.stack });
-    const code = known ? err.code : "internal";
-    const message = known ? err.message : `internal error in ${ep.name}: ${c.lastError}`;
-    const h = natsHeaders();
-    h.set(ServiceErrorHeader, oneLine(message));
-    h.set(ServiceErrorCodeHeader, err instanceof FormatError ? "400" : "500");
+    const reply: ServiceErrorReply = {
+      error: {
+        code: known ? err.code : "internal",
+        message: known ? err.message : `internal error in ${ep.name}: ${c.lastError}`,
+        kind: errorKindOf(err),
+      },
+    };
     try {
-      msg.respond(encoder.encode(JSON.stringify({ error: { code, message } })), { headers: h });
+      msg.respondError(err instanceof FormatError ? 400 : 500, oneLine(reply.error.message), encoder.encode(JSON.stringify(reply)));
     } catch (replyErr) {
       log.error("cannot send error reply", { endpoint: ep.name, error: replyErr });
     }
@@ -111,28 +154,37 @@ async function serve(service: Service, ep: ServiceEndpoint, c: EndpointCounters,
   }
 }
 
-/** Makes the library's STATS `num_errors` count async failures (it only sees sync throws). */
-function countLibraryError(service: Service, endpoint: string, err: unknown): void {
-  const handlers = (service as unknown as { handlers?: Array<{ name?: string; stats?: { countError?: (e: Error) => void } }> }).handlers;
-  const h = handlers?.find((x) => x.name === endpoint);
-  h?.stats?.countError?.(err instanceof Error ? err : new Error(String(err)));
-}
-
 function oneLine(text: string): string {
   const flat = text.replace(/[\r\n]+/g, " ");
   return flat.length > 1000 ? flat.slice(0, 997) + "..." : flat;
 }
 
+export interface RequestOptions {
+  /** How long to wait for the reply; default 30 s. */
+  timeoutMs?: number;
+  headers?: MsgHdrs;
+  /**
+   * What serves the subject, for the error when nothing does, e.g. "the ingester service":
+   * the message then asks whether it is running.
+   */
+  responder?: string;
+}
+
 /**
- * Client side: sends `body` (bytes, or a value sent as JSON) and returns the decoded reply; an
- * `{ error }` reply becomes a NixcasError with the remote code and message.
+ * Client side: sends `body` (bytes, or a value sent as JSON) and returns the decoded reply. An
+ * error reply is thrown as the class it was thrown as in the service (`kind`), with the remote
+ * code and message. When nothing serves the subject, code `service.unavailable`; any other
+ * failure to get a reply (timeout, closed connection), `service.request`.
  */
-export async function requestService<T>(nc: NatsConnection, subject: string, body: Uint8Array | unknown, options: { timeoutMs?: number; headers?: MsgHdrs } = {}): Promise<T> {
+export async function requestService<T>(nc: NatsConnection, subject: string, body: Uint8Array | unknown, options: RequestOptions = {}): Promise<T> {
   const data = body instanceof Uint8Array ? body : encoder.encode(JSON.stringify(body));
   let reply;
   try {
     reply = await nc.request(subject, data, { timeout: options.timeoutMs ?? 30_000, ...(options.headers ? { headers: options.headers } : {}) });
   } catch (err) {
+    if (err instanceof RequestError && err.isNoResponders()) {
+      throw new NixcasError("service.unavailable", `nothing answers on ${subject}: is ${options.responder ?? "the service that serves it"} running on this NATS server?`, { cause: err });
+    }
     throw new NixcasError("service.request", `request to ${subject} failed: ${(err as Error).message}`, { cause: err });
   }
   let value: unknown;
@@ -142,9 +194,14 @@ export async function requestService<T>(nc: NatsConnection, subject: string, bod
     throw new NixcasError("service.reply", `reply from ${subject} is not JSON`, { cause: err });
   }
   if (value !== null && typeof value === "object" && "error" in value) {
-    const e = (value as { error?: { code?: unknown; message?: unknown } }).error;
+    const e = (value as { error?: { code?: unknown; message?: unknown; kind?: unknown } }).error;
     if (e && typeof e === "object") {
-      throw new NixcasError(typeof e.code === "string" ? e.code : "service.error", typeof e.message === "string" ? e.message : `error reply from ${subject}`);
+      // A reply without a kind (a service in another language) is a plain NixcasError.
+      throw errorOfKind(
+        e.kind,
+        typeof e.code === "string" ? e.code : "service.error",
+        typeof e.message === "string" ? e.message : `error reply from ${subject}`,
+      );
     }
   }
   return value as T;

@@ -1,8 +1,7 @@
 // Every subject and KV-key spelling in one place, so services and clients cannot drift apart.
 import type { CID } from "multiformats/cid";
+import { hasSha256Multihash } from "../cid.ts";
 import { FormatError } from "../errors.ts";
-
-const SHA256_MULTIHASH = 0x12;
 
 /** Subjects that only ever capture blocks: the BLOCKS stream listens on this. */
 export const BLOCK_SUBJECT_FILTER = "CID.sha256.>";
@@ -13,7 +12,7 @@ export const BLOCK_SUBJECT_FILTER = "CID.sha256.>";
  * same bytes stored as raw and as dag-cbor are the same block.
  */
 export function blockSubject(cid: CID): string {
-  if (cid.multihash.code !== SHA256_MULTIHASH || cid.multihash.digest.length !== 32) {
+  if (!hasSha256Multihash(cid)) {
     throw new FormatError("block.cid-hash", `CID ${cid.toString()} does not use sha2-256; blocks are addressed by sha256 only`);
   }
   const hex = Buffer.from(cid.multihash.digest).toString("hex");
@@ -33,8 +32,39 @@ export function cidDigestFromBlockSubject(subject: string): Uint8Array {
 
 export type WorkStream = "INGEST" | "INDEX";
 
+/**
+ * NARs of at least this many bytes (declared NarSize, uncompressed) are chunked in the large
+ * lane of INGEST, smaller ones in the small lane. Each lane has its own consumer and its own
+ * chunker slots, so a queue of multi-GiB NARs never holds back an upload of a few MiB. At
+ * 64 MiB a small item takes seconds to chunk; most store paths are far below it.
+ */
+export const LARGE_NAR_BYTES = 64 * 1024 * 1024;
+
+export type IngestLane = "small" | "large";
+
+/**
+ * The lanes of INGEST: the subject the ingester publishes an item on, and the durable consumer
+ * the chunker works it with (filtered on that subject; on a work-queue stream the filters of
+ * the consumers must not overlap).
+ */
+export const INGEST_LANES: Readonly<Record<IngestLane, { subject: string; consumer: string }>> = {
+  small: { subject: "nixcas.work.ingest.small", consumer: "chunker-small" },
+  large: { subject: "nixcas.work.ingest.large", consumer: "chunker-large" },
+};
+
+/**
+ * INGEST before the lanes: one subject, worked by one unfiltered consumer. ensureTopology moves
+ * items still queued there to their lane, then drops both (docs/architecture.md, "Work queues").
+ */
+export const LEGACY_INGEST = { subject: "nixcas.work.ingest", consumer: "chunker" } as const;
+
+export function ingestLaneOf(narSize: number): IngestLane {
+  return narSize >= LARGE_NAR_BYTES ? "large" : "small";
+}
+
 export const SUBJECTS = {
-  ingestWork: "nixcas.work.ingest",
+  /** What INGEST captures: every lane (INGEST_LANES). */
+  ingestWorkFilter: "nixcas.work.ingest.>",
   indexWork: "nixcas.work.index",
   /** Requests: a NAR inline or staged. */
   ingestNar: "nixcas.ingest.nar",
@@ -51,6 +81,9 @@ export const SUBJECTS = {
   eventsFilter: "nixcas.events.>",
   pathAdded: (hashPart: string): string => `nixcas.events.path.added.${subjectToken(hashPart)}`,
   pathFailed: (hashPart: string): string => `nixcas.events.path.failed.${subjectToken(hashPart)}`,
+  /** A stored block failed verification (`BlockCorruptEvent`, shared/nats/block-store.ts); the token is its sha256 in hex, as in its block subject. */
+  blockCorrupt: (cid: CID): string => `nixcas.events.block.corrupt.${blockSubject(cid).slice("CID.sha256.xx.".length)}`,
+  blockCorruptFilter: "nixcas.events.block.corrupt.>",
   /** The server's advisory when a consumer gives up on a message (captured by ADVISORIES). */
   maxDeliveriesAdvisoryFilter: "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.>",
 } as const;

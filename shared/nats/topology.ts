@@ -3,7 +3,8 @@
 // with the setting, its value and what it must be — when an existing stream has settings that
 // would break an invariant. It never "fixes" those itself: an operator decides.
 //
-// JetStream features relied on, with the oldest server that has them (2.9.10 runs here):
+// JetStream features relied on, with the oldest server that has them (2.9.10 runs here; why
+// each matters: docs/nats-notes.md):
 //   streams, KV, object store, Nats-Msg-Id dedup, expected-last-subject-sequence .. 2.6.3
 //   consumer `backoff`, `nak(delay)` .............................................. 2.7.1
 //   MAX_DELIVERIES advisories, `working()` (+WPI), double ack (`ackAck`) ........... 2.2
@@ -15,7 +16,7 @@
 import { nanos, type NatsConnection } from "@nats-io/nats-core";
 import {
   DiscardPolicy,
-  JetStreamApiError,
+  JetStreamApiCodes,
   RetentionPolicy,
   StorageType,
   jetstream,
@@ -29,7 +30,9 @@ import { Kvm, type KV, type KvOptions } from "@nats-io/kv";
 import { Objm, setSha256Backend, type ObjectStore } from "@nats-io/obj";
 import { NixcasError } from "../errors.ts";
 import { serverVersionAtLeast } from "./connect.ts";
-import { BLOCK_SUBJECT_FILTER, SUBJECTS } from "./subjects.ts";
+import { isJetStreamApiError, MoreJetStreamApiCodes } from "./jetstream-codes.ts";
+import { BLOCK_SUBJECT_FILTER, INGEST_LANES, ingestLaneOf, LEGACY_INGEST, SUBJECTS } from "./subjects.ts";
+import { decodeIngestWorkItem } from "./work-items.ts";
 
 /** The oldest server with every feature listed above. */
 export const MIN_SERVER_VERSION = "2.9.0";
@@ -117,7 +120,7 @@ function streamSpecs(replicas: number, maxBlockBytes: number): StreamSpec[] {
         return problems;
       },
     },
-    workQueueSpec(STREAMS.ingest, SUBJECTS.ingestWork, "nixcas work items: NARs to chunk", replicas),
+    workQueueSpec(STREAMS.ingest, SUBJECTS.ingestWorkFilter, "nixcas work items: NARs to chunk, one subject per lane", replicas),
     workQueueSpec(STREAMS.index, SUBJECTS.indexWork, "nixcas work items: chunked NARs to index", replicas),
     limitsSpec(STREAMS.deadLetter, SUBJECTS.deadLetterFilter, "nixcas work items that failed for good, with the reason", 30 * DAY, replicas),
     limitsSpec(STREAMS.events, SUBJECTS.eventsFilter, "nixcas events (path added/failed); kept a day so late waiters see outcomes", DAY, replicas),
@@ -134,10 +137,12 @@ function workQueueSpec(name: string, subject: string, description: string, repli
       retention: RetentionPolicy.Workqueue,
       storage: StorageType.File,
       num_replicas: replicas,
-      discard: DiscardPolicy.Old,
+      // At a limit an operator set (max_msgs, max_bytes), `new` refuses the publish, so the
+      // upload is refused with the cause; `old` would silently drop queued work items.
+      discard: DiscardPolicy.New,
       duplicate_window: nanos(BLOCKS_DUPLICATE_WINDOW_MS),
     },
-    updatable: ["num_replicas", "duplicate_window", "description"],
+    updatable: ["num_replicas", "duplicate_window", "description", "discard"],
     check: (info) => {
       const problems: string[] = [];
       if (info.config.retention !== RetentionPolicy.Workqueue) problems.push(`retention is '${info.config.retention}', must be 'workqueue'`);
@@ -190,15 +195,11 @@ export class TopologyError extends NixcasError {
   }
 }
 
-const STREAM_NOT_FOUND = 10059;
-const STREAM_NAME_IN_USE = 10058;
-
 async function streamInfo(jsm: JetStreamManager, name: string): Promise<StreamInfo | null> {
   try {
     return await jsm.streams.info(name);
   } catch (err) {
-    if (err instanceof JetStreamApiError && err.code === STREAM_NOT_FOUND) return null;
-    if (err instanceof Error && /stream not found/i.test(err.message)) return null;
+    if (isJetStreamApiError(err, JetStreamApiCodes.StreamNotFound)) return null;
     throw err;
   }
 }
@@ -212,12 +213,12 @@ async function ensureStream(jsm: JetStreamManager, spec: StreamSpec, kind: Topol
       await jsm.streams.add(spec.config);
       return { kind, name, action: "created" };
     } catch (err) {
-      // Another process created it between our info and add (services start together).
-      if (!(err instanceof JetStreamApiError && err.code === STREAM_NAME_IN_USE)) {
-        throw new TopologyError("topology.create", `cannot create stream ${name}: ${(err as Error).message}`, { cause: err });
-      }
-      info = await streamInfo(jsm, name);
-      if (!info) throw new TopologyError("topology.create", `stream ${name} is reported in use but cannot be read`, { cause: err });
+      // Another process created it between our info and add (services start together): the
+      // server answers that the name is in use or, measured under load, that the subjects
+      // overlap with an existing stream — the one just created. Either way, read it back.
+      const raced = isJetStreamApiError(err, MoreJetStreamApiCodes.StreamNameExist, MoreJetStreamApiCodes.StreamSubjectOverlap);
+      info = raced ? await streamInfo(jsm, name) : null;
+      if (!info) throw new TopologyError("topology.create", `cannot create stream ${name}: ${(err as Error).message}`, { cause: err });
     }
   }
   const problems = spec.check?.(info) ?? [];
@@ -250,6 +251,58 @@ async function ensureStream(jsm: JetStreamManager, spec: StreamSpec, kind: Topol
     throw new TopologyError("topology.update", `cannot update stream ${name} (${changes.join("; ")}): ${(err as Error).message}`, { cause: err });
   }
   return { kind, name, action: "updated", changes };
+}
+
+/**
+ * INGEST from before the lanes had one subject worked by one unfiltered consumer. Here the
+ * subject is dropped from the stream (so nothing new arrives on it), that consumer is deleted
+ * (on a work-queue stream it would keep the lane consumers from being created: the server
+ * refuses overlapping filters, 10100), and every item still queued on the old subject is moved
+ * to its lane by its declared NarSize (an undecodable one to the small lane, whose worker
+ * dead-letters it). Safe to repeat and to run from several processes at once: a moved copy's
+ * msgID is its old sequence, so two movers store it once. Costs one request when nothing is left.
+ */
+async function migrateLegacyIngest(jsm: JetStreamManager, js: JetStreamClient): Promise<TopologyAction | null> {
+  const changes: string[] = [];
+  const info = await jsm.streams.info(STREAMS.ingest);
+  const subjects = info.config.subjects ?? [];
+  if (subjects.includes(LEGACY_INGEST.subject)) {
+    await jsm.streams.update(STREAMS.ingest, { subjects: subjects.filter((s) => s !== LEGACY_INGEST.subject) });
+    changes.push(`subjects: - ${LEGACY_INGEST.subject}`);
+  }
+  if (info.state.consumer_count > 0) {
+    const legacy = await jsm.consumers.info(STREAMS.ingest, LEGACY_INGEST.consumer).catch((err) => {
+      if (isJetStreamApiError(err, JetStreamApiCodes.ConsumerNotFound)) return null;
+      throw err;
+    });
+    if (legacy !== null && !legacy.config.filter_subject) {
+      await jsm.consumers.delete(STREAMS.ingest, LEGACY_INGEST.consumer).catch((err) => {
+        if (!isJetStreamApiError(err, JetStreamApiCodes.ConsumerNotFound)) throw err;
+      });
+      changes.push(`consumer ${LEGACY_INGEST.consumer} (unfiltered) deleted`);
+    }
+  }
+  let moved = 0;
+  for (let from = 1; ; ) {
+    // STREAM.MSG.GET takes next_by_subj since server 2.9.0; the client types it for direct get only.
+    const next = { seq: from, next_by_subj: LEGACY_INGEST.subject } as unknown as { seq: number };
+    const old = await jsm.streams.getMessage(STREAMS.ingest, next);
+    if (old === null) break;
+    let lane = INGEST_LANES.small;
+    try {
+      lane = INGEST_LANES[ingestLaneOf(decodeIngestWorkItem(old.data).meta.narSize)];
+    } catch {
+      // stays in the small lane: its worker dead-letters an item that does not decode
+    }
+    await js.publish(lane.subject, old.data, { msgID: `${STREAMS.ingest}-legacy-${old.seq}` });
+    await jsm.streams.deleteMessage(STREAMS.ingest, old.seq, false).catch((err) => {
+      if (!isJetStreamApiError(err, MoreJetStreamApiCodes.SequenceNotFound, MoreJetStreamApiCodes.StreamMsgDeleteFailed)) throw err;
+    });
+    moved++;
+    from = old.seq + 1;
+  }
+  if (moved > 0) changes.push(`${moved} item(s) queued on ${LEGACY_INGEST.subject} moved to their lane`);
+  return changes.length > 0 ? { kind: "stream", name: STREAMS.ingest, action: "updated", changes } : null;
 }
 
 function kvOptions(spec: BucketSpec, replicas: number): Partial<KvOptions> {
@@ -294,6 +347,8 @@ export async function ensureTopology(nc: NatsConnection, options: TopologyOption
   const report = options.onAction ?? (() => {});
   const jsm = await openJetStreamManager(nc);
   for (const spec of streamSpecs(replicas, maxBlockBytes)) report(await ensureStream(jsm, spec, "stream"));
+  const migrated = await migrateLegacyIngest(jsm, jetstream(nc));
+  if (migrated !== null) report(migrated);
 
   const js = jetstream(nc);
   const kvm = new Kvm(js);
@@ -355,6 +410,42 @@ export async function openTopology(nc: NatsConnection): Promise<Topology> {
   setSha256Backend("native");
   const staging = await new Objm(js).open(STAGING_BUCKET);
   return { nc, js, jsm, kv, staging };
+}
+
+/** What should capture `subject`, for a message naming what is missing. */
+function resourceFor(subject: string): string {
+  const kv = /^\$KV\.([^.]+)\./.exec(subject);
+  if (kv) return `KV bucket ${kv[1]} (stream KV_${kv[1]})`;
+  if (subject.startsWith("$O.")) return `object store ${STAGING_BUCKET} (stream OBJ_${STAGING_BUCKET})`;
+  if (subject.startsWith("nixcas.work.ingest.")) return `stream ${STREAMS.ingest}`;
+  if (subject === SUBJECTS.indexWork) return `stream ${STREAMS.index}`;
+  if (subject.startsWith("CID.")) return `stream ${STREAMS.blocks}`;
+  return "the stream that captures it";
+}
+
+/**
+ * When a JetStream write on `subject` failed because no stream captures the subject (a stream or
+ * bucket deleted under a running cache), an error that says so; otherwise `err` unchanged.
+ * nats.js reports the server's "no responders" as "jetstream is not enabled", and a lost reply
+ * as "timeout", whatever the cause: one STREAM.NAMES request tells a missing stream apart.
+ */
+export async function explainMissingStream(jsm: JetStreamManager, subject: string, err: unknown): Promise<unknown> {
+  let suspicious = false;
+  for (let e = err, depth = 0; e instanceof Error && depth < 8 && !suspicious; e = e.cause, depth++) {
+    suspicious = ["JetStreamNotEnabled", "NoResponders", "TimeoutError"].includes(e.name) || isJetStreamApiError(e, JetStreamApiCodes.StreamNotFound);
+  }
+  if (!suspicious) return err;
+  try {
+    if ((await jsm.streams.names(subject).next()).length > 0) return err;
+  } catch {
+    return err; // the server does not answer at all: the original error says as much
+  }
+  return new NixcasError(
+    "nats.stream-missing",
+    `no JetStream stream stores ${subject}: ${resourceFor(subject)} is missing (deleted while the cache ran?); ` +
+      "`nixcas setup` (or restarting a service) recreates it",
+    { cause: err },
+  );
 }
 
 async function openJetStreamManager(nc: NatsConnection): Promise<JetStreamManager> {

@@ -7,7 +7,6 @@ import { parseStorePathBaseName } from "../store-path.ts";
 import { SUBJECTS } from "./subjects.ts";
 import type { Topology } from "./topology.ts";
 import { setUploadStatus } from "./uploads.ts";
-import { PermanentError } from "./work-queue.ts";
 
 export interface PathEvent {
   uploadId: string;
@@ -62,12 +61,4 @@ function idsFromRaw(raw: Uint8Array): { uploadId: string; storePath: string } | 
     // not JSON: nothing to report against
   }
   return undefined;
-}
-
-/**
- * A PermanentError whose message starts with its code: the message is what ends up as the
- * upload's `reason` and the dead letter's Nixcas-Reason, and the code makes it machine-readable.
- */
-export function permanent(code: string, message: string, options?: ErrorOptions): PermanentError {
-  return new PermanentError(code, message.startsWith(`${code}: `) ? message : `${code}: ${message}`, options);
 }

@@ -5,6 +5,7 @@
 // readable, whatever a straggling failure says.
 import type { KV } from "@nats-io/kv";
 import { FormatError, NixcasError } from "../errors.ts";
+import { isWrongLastSequence } from "./jetstream-codes.ts";
 import type { Topology } from "./topology.ts";
 
 export type UploadState = "queued" | "chunking" | "indexing" | "done" | "failed";
@@ -19,7 +20,6 @@ export interface UploadStatus {
 
 const RANK: Record<UploadState, number> = { queued: 0, chunking: 1, indexing: 2, failed: 3, done: 4 };
 const UPLOAD_ID = /^[A-Za-z0-9_-]{1,64}$/;
-const KV_WRONG_LAST_SEQUENCE = 10071;
 
 export function isTerminal(state: UploadState): boolean {
   return state === "done" || state === "failed";
@@ -45,7 +45,7 @@ export async function setUploadStatus(topology: Topology, status: UploadStatus):
       await kv.update(status.uploadId, value, entry.revision);
       return true;
     } catch (err) {
-      if (isConflict(err)) continue; // someone else wrote in between: read again
+      if (isWrongLastSequence(err)) continue; // someone else wrote in between: read again
       throw new NixcasError("upload.status-write", `cannot record upload ${status.uploadId} as ${status.state}: ${(err as Error).message}`, { cause: err });
     }
   }
@@ -116,9 +116,4 @@ function checkStatus(s: UploadStatus, where: string): void {
   if (typeof s.storePath !== "string") throw new FormatError("upload.status", `${where}: storePath is not a string`);
   if (s.reason !== undefined && typeof s.reason !== "string") throw new FormatError("upload.status", `${where}: reason is not a string`);
   if (typeof s.updatedAt !== "string") throw new FormatError("upload.status", `${where}: updatedAt is not a string`);
-}
-
-function isConflict(err: unknown): boolean {
-  const e = err as { code?: unknown; message?: string };
-  return e.code === KV_WRONG_LAST_SEQUENCE || /wrong last sequence|key exists/i.test(e.message ?? "");
 }

@@ -1,12 +1,13 @@
 // The work items of the upload pipeline: JSON bodies of the INGEST and INDEX work queues.
 //
-//   ingester ──IngestWorkItem (nixcas.work.ingest)──▶ chunker ──IndexWorkItem (nixcas.work.index)──▶ indexer
+//   ingester ──IngestWorkItem (nixcas.work.ingest.<lane>)──▶ chunker ──IndexWorkItem (nixcas.work.index)──▶ indexer
 //   ingester ──IndexWorkItem (origin "manifest", pre-chunked by the client)─────────────────────────▶ indexer
 //
 // Only the ingester writes them, after validating the metadata; decoding is still strict (exact
 // field set, types, formats), because a queue is an input like any other: an item that does not
 // decode is dead-lettered at once with the reason (FormatError), never half-processed.
 import { CID } from "multiformats/cid";
+import { DAG_CBOR_CODEC, hasSha256Multihash } from "../cid.ts";
 import { FormatError } from "../errors.ts";
 
 export const WORK_ITEM_VERSION = 1;
@@ -30,16 +31,28 @@ export interface UploadMetadata {
   ca: string | null;
   /** `<key name>:<base64>` signatures. */
   sigs: string[];
-  /** Who uploaded it (a token name), or null. */
-  uploader: string | null;
 }
 
 /** Where the chunker finds the NAR's bytes. */
 export type NarSource =
   /** The bytes as uploaded (≤ INLINE_MAX_BYTES), base64, compressed with `compression`. */
   | { kind: "inline"; data: string; compression: string }
-  /** An object in the `staging` object store holding the NAR compressed with `compression`. */
-  | { kind: "staged"; object: string; compression: string };
+  /**
+   * An object in the `staging` object store holding the NAR compressed with `compression`.
+   * `fileName`: the name the client uploaded the file under, `<52 nix32 sha256 of the file>.nar[.ext]`
+   * (NAR_FILE_NAME); once the chunker has checked that the object hashes to it and verified the
+   * NAR, the indexer records it in KV `files` (docs/architecture.md, "Uploaded file names").
+   */
+  | { kind: "staged"; object: string; compression: string; fileName?: string };
+
+/** `<52 nix32 sha256 of the file>.nar[.ext]`: how Nix names the NAR files it uploads (FileHash + extension). */
+export const NAR_FILE_NAME = /^([0-9a-df-np-sv-z]{52})\.nar(?:\.[a-z0-9]{1,8})?$/;
+
+/** An uploaded file name and the compression of its bytes: what KV `files` records. */
+export interface UploadedFileName {
+  name: string;
+  compression: string;
+}
 
 export interface IngestWorkItem {
   version: 1;
@@ -65,6 +78,11 @@ export interface IndexWorkItem {
    * the indexer re-reads them.
    */
   origin: "chunker" | "manifest";
+  /**
+   * The uploaded file the chunker read and verified (origin "chunker", a staged NAR with a
+   * `fileName`): the indexer records it in KV `files` before `paths`. Absent otherwise.
+   */
+  uploadedFile?: UploadedFileName;
   submittedAt: string;
 }
 
@@ -120,17 +138,22 @@ export function isRecord(v: unknown): v is Record<string, unknown> {
   return typeof v === "object" && v !== null && !Array.isArray(v);
 }
 
-/** Exactly these keys: an unknown field is a client or version mismatch, not something to drop. */
-export function checkKeys(v: Record<string, unknown>, allowed: readonly string[], what: string, code: string): void {
+/**
+ * Exactly these keys (`optional` ones may be absent): an unknown field is a client or version
+ * mismatch, not something to drop.
+ */
+export function checkKeys(v: Record<string, unknown>, allowed: readonly string[], what: string, code: string, optional: readonly string[] = []): void {
   for (const key of Object.keys(v)) {
-    if (!allowed.includes(key)) throw new FormatError(code, `${what}: unknown field ${JSON.stringify(key)} (allowed: ${allowed.join(", ")})`);
+    if (!allowed.includes(key) && !optional.includes(key)) {
+      throw new FormatError(code, `${what}: unknown field ${JSON.stringify(key)} (allowed: ${[...allowed, ...optional].join(", ")})`);
+    }
   }
   for (const key of allowed) {
     if (!(key in v)) throw new FormatError(code, `${what}: field ${JSON.stringify(key)} is missing`);
   }
 }
 
-const META_KEYS = ["storePath", "narHash", "narSize", "references", "deriver", "ca", "sigs", "uploader"] as const;
+const META_KEYS = ["storePath", "narHash", "narSize", "references", "deriver", "ca", "sigs"] as const;
 
 /**
  * The shape of UploadMetadata (types, and narHash as sha256:<nix32>). Store path syntax, the
@@ -149,9 +172,6 @@ export function checkUploadMetadataShape(v: unknown, what: string, code = "work-
   if (v.deriver !== null && typeof v.deriver !== "string") fail("deriver", "is neither a string nor null");
   if (v.ca !== null && typeof v.ca !== "string") fail("ca", "is neither a string nor null");
   if (!Array.isArray(v.sigs) || !v.sigs.every((s) => typeof s === "string")) fail("sigs", "is not a list of strings");
-  if (v.uploader !== null && (typeof v.uploader !== "string" || v.uploader.length === 0 || v.uploader.length > 256)) {
-    fail("uploader", "is neither a non-empty string (at most 256 characters) nor null");
-  }
 }
 
 /** The shape of a NarSource. */
@@ -170,9 +190,12 @@ export function checkNarSource(v: unknown, what: string, code = "work-item.nar")
       throw new FormatError(code, `${what}: nar.data is larger than ${INLINE_MAX_BYTES} bytes; stage larger NARs in the object store`);
     }
   } else if (v.kind === "staged") {
-    checkKeys(v, ["kind", "object", "compression"], `${what}: nar`, code);
+    checkKeys(v, ["kind", "object", "compression"], `${what}: nar`, code, ["fileName"]);
     if (typeof v.object !== "string" || !OBJECT_NAME.test(v.object)) {
       throw new FormatError(code, `${what}: nar.object ${JSON.stringify(v.object)} is not an object name ([-/_=.a-zA-Z0-9], 1..255)`);
+    }
+    if ("fileName" in v && (typeof v.fileName !== "string" || !NAR_FILE_NAME.test(v.fileName))) {
+      throw new FormatError(code, `${what}: nar.fileName ${JSON.stringify(v.fileName)} is not an uploaded NAR file name (<52 nix32 sha256 of the file>.nar[.<extension>])`);
     }
   } else {
     throw new FormatError(code, `${what}: nar.kind ${JSON.stringify(v.kind)} is neither "inline" nor "staged"`);
@@ -188,7 +211,7 @@ export function checkManifestCid(v: unknown, what: string, field: string, code: 
   } catch (err) {
     throw new FormatError(code, `${what}: ${field} ${JSON.stringify(v)} is not a CID: ${(err as Error).message}`);
   }
-  if (cid.version !== 1 || cid.code !== 0x71 || cid.multihash.code !== 0x12 || cid.multihash.size !== 32) {
+  if (cid.version !== 1 || cid.code !== DAG_CBOR_CODEC || !hasSha256Multihash(cid)) {
     throw new FormatError(code, `${what}: ${field} ${v} is not a CIDv1 dag-cbor sha2-256 (a manifest root)`);
   }
   if (cid.toString() !== v) throw new FormatError(code, `${what}: ${field} ${v} is not the canonical base32 spelling (${cid})`);
@@ -213,9 +236,21 @@ function checkIngestWorkItem(v: unknown, what: string): asserts v is IngestWorkI
 function checkIndexWorkItem(v: unknown, what: string): asserts v is IndexWorkItem {
   const fail = failer(what);
   if (!isRecord(v)) throw new FormatError("work-item.shape", `${what}: not a JSON object`);
-  checkKeys(v, ["version", "uploadId", "meta", "manifest", "listing", "origin", "submittedAt"], what, "work-item.shape");
+  checkKeys(v, ["version", "uploadId", "meta", "manifest", "listing", "origin", "submittedAt"], what, "work-item.shape", ["uploadedFile"]);
   checkCommon(v, what, fail);
   checkManifestCid(v.manifest, what, "manifest", "work-item.manifest");
   if (v.listing !== null) checkManifestCid(v.listing, what, "listing", "work-item.listing");
   if (v.origin !== "chunker" && v.origin !== "manifest") fail("origin", `${JSON.stringify(v.origin)} is neither "chunker" nor "manifest"`);
+  if ("uploadedFile" in v) checkUploadedFile(v.uploadedFile, v.origin, what, fail);
+}
+
+/** Only a file the chunker read can be named: a pre-chunked upload has no file. */
+function checkUploadedFile(v: unknown, origin: unknown, what: string, fail: Fail): void {
+  if (origin !== "chunker") fail("uploadedFile", `is only for items of origin "chunker" (the chunker verified the file), not ${JSON.stringify(origin)}`);
+  if (!isRecord(v)) fail("uploadedFile", "is not an object");
+  checkKeys(v, ["name", "compression"], `${what}: uploadedFile`, "work-item.uploadedFile");
+  if (typeof v.name !== "string" || !NAR_FILE_NAME.test(v.name)) {
+    fail("uploadedFile", `name ${JSON.stringify(v.name)} is not an uploaded NAR file name (<52 nix32 sha256 of the file>.nar[.<extension>])`);
+  }
+  if (typeof v.compression !== "string" || !COMPRESSION.test(v.compression)) fail("uploadedFile", `compression ${JSON.stringify(v.compression)} is not a compression name`);
 }

@@ -19,18 +19,12 @@
 // events), then `term()` (which removes it from the work queue). `term()` is sent without a
 // reason: below server 2.10.4 `term(reason)` is not a term.
 import { headers as natsHeaders, nanos, type NatsConnection } from "@nats-io/nats-core";
-import { AckPolicy, DeliverPolicy, JetStreamApiError, type ConsumerConfig, type ConsumerInfo, type JetStreamManager, type JsMsg } from "@nats-io/jetstream";
-import { NixcasError } from "../errors.ts";
+import { AckPolicy, DeliverPolicy, JetStreamApiCodes, type ConsumerConfig, type ConsumerInfo, type JetStreamManager, type JsMsg } from "@nats-io/jetstream";
+import { NixcasError, PermanentError } from "../errors.ts";
+import { isJetStreamApiError, MoreJetStreamApiCodes } from "./jetstream-codes.ts";
 import type { Logger } from "../log.ts";
 import { SUBJECTS, type WorkStream } from "./subjects.ts";
 import { STREAMS, type Topology } from "./topology.ts";
-
-/** The item can never succeed (bad NAR, hash mismatch…): dead-letter it at once with this reason. */
-export class PermanentError extends NixcasError {
-  constructor(code: string, message: string, options?: ErrorOptions) {
-    super(code, message, options);
-  }
-}
 
 export const DEAD_LETTER_HEADERS = {
   reason: "Nixcas-Reason",
@@ -54,6 +48,8 @@ export interface WorkQueueOptions<T> {
   topology: Topology;
   stream: WorkStream;
   consumer: string;
+  /** The consumer takes only this subject of the stream (a lane of INGEST); default: all of them. */
+  filterSubject?: string;
   concurrency: number;
   ackWaitMs: number;
   maxDeliver: number;
@@ -74,15 +70,11 @@ export interface WorkQueue {
   stop(): Promise<void>;
 }
 
-const CONSUMER_NOT_FOUND = 10014;
-const CONSUMER_ALREADY_EXISTS = 10148;
-const CONSUMER_NAME_EXISTS = 10013;
-
 export async function runWorkQueue<T>(options: WorkQueueOptions<T>): Promise<WorkQueue> {
   if (!Number.isInteger(options.concurrency) || options.concurrency < 1) throw new RangeError(`concurrency must be >= 1, got ${options.concurrency}`);
   if (!(options.ackWaitMs >= 1000)) throw new RangeError(`ackWaitMs must be >= 1000, got ${options.ackWaitMs}`);
   if (!Number.isInteger(options.maxDeliver) || options.maxDeliver < 1) throw new RangeError(`maxDeliver must be >= 1, got ${options.maxDeliver}`);
-  await ensureWorkConsumer(options.topology.jsm, options.stream, options.consumer, options.ackWaitMs, options.maxDeliver);
+  await ensureWorkConsumer(options.topology.jsm, options.stream, options.consumer, consumerSettings(options));
   const runner = new WorkQueueRunner(options);
   runner.start();
   return { stop: () => runner.stop() };
@@ -95,7 +87,18 @@ export function workBackoffMs(ackWaitMs: number, maxDeliver: number): number[] {
   return Array.from({ length: Math.max(0, maxDeliver - 1) }, (_, i) => Math.min(ackWaitMs * 2 ** i, cap));
 }
 
-export async function ensureWorkConsumer(jsm: JetStreamManager, stream: WorkStream, name: string, ackWaitMs: number, maxDeliver: number): Promise<ConsumerInfo> {
+export interface WorkConsumerSettings {
+  ackWaitMs: number;
+  maxDeliver: number;
+  filterSubject?: string;
+}
+
+function consumerSettings(o: Pick<WorkQueueOptions<unknown>, "ackWaitMs" | "maxDeliver" | "filterSubject">): WorkConsumerSettings {
+  return { ackWaitMs: o.ackWaitMs, maxDeliver: o.maxDeliver, ...(o.filterSubject !== undefined ? { filterSubject: o.filterSubject } : {}) };
+}
+
+export async function ensureWorkConsumer(jsm: JetStreamManager, stream: WorkStream, name: string, settings: WorkConsumerSettings): Promise<ConsumerInfo> {
+  const { ackWaitMs, maxDeliver, filterSubject = "" } = settings;
   const backoff = workBackoffMs(ackWaitMs, maxDeliver).map((ms) => nanos(ms));
   const want: Partial<ConsumerConfig> = {
     durable_name: name,
@@ -103,6 +106,7 @@ export async function ensureWorkConsumer(jsm: JetStreamManager, stream: WorkStre
     deliver_policy: DeliverPolicy.All,
     ack_wait: nanos(ackWaitMs),
     max_deliver: maxDeliver,
+    ...(filterSubject !== "" ? { filter_subject: filterSubject } : {}),
     ...(backoff.length > 0 ? { backoff } : {}),
   };
   const info = await consumerInfo(jsm, stream, name);
@@ -110,20 +114,30 @@ export async function ensureWorkConsumer(jsm: JetStreamManager, stream: WorkStre
     try {
       return await jsm.consumers.add(stream, want);
     } catch (err) {
+      if (isJetStreamApiError(err, MoreJetStreamApiCodes.ConsumerFilterNotUnique)) {
+        throw new NixcasError(
+          "work-queue.consumer-overlap",
+          `cannot create consumer ${name} on ${stream}: another consumer of this work-queue stream takes ${filterSubject || "every subject"} too ` +
+            `(a worker from before the lanes of INGEST still running?). Stop it, run \`nixcas setup\` (it drops the old consumer), then start this worker again`,
+          { cause: err },
+        );
+      }
       const again = await consumerInfo(jsm, stream, name).catch(() => null);
-      if (again === null || !(err instanceof JetStreamApiError && (err.code === CONSUMER_ALREADY_EXISTS || err.code === CONSUMER_NAME_EXISTS))) {
+      if (again === null || !isJetStreamApiError(err, MoreJetStreamApiCodes.ConsumerAlreadyExists, MoreJetStreamApiCodes.ConsumerNameExist)) {
         throw new NixcasError("work-queue.consumer", `cannot create consumer ${name} on ${stream}: ${(err as Error).message}`, { cause: err });
       }
-      return ensureWorkConsumer(jsm, stream, name, ackWaitMs, maxDeliver);
+      return ensureWorkConsumer(jsm, stream, name, settings);
     }
   }
   const c = info.config;
   const sameBackoff = JSON.stringify(c.backoff ?? []) === JSON.stringify(backoff);
-  if (c.ack_wait === want.ack_wait && c.max_deliver === maxDeliver && sameBackoff) return info;
+  const sameFilter = (c.filter_subject ?? "") === filterSubject;
+  if (c.ack_wait === want.ack_wait && c.max_deliver === maxDeliver && sameBackoff && sameFilter) return info;
   try {
-    return await jsm.consumers.update(stream, name, { ack_wait: want.ack_wait!, max_deliver: maxDeliver, backoff });
+    // Server 2.9 updates filter_subject too (measured on 2.9.10).
+    return await jsm.consumers.update(stream, name, { ack_wait: want.ack_wait!, max_deliver: maxDeliver, backoff, filter_subject: filterSubject });
   } catch (err) {
-    throw new NixcasError("work-queue.consumer", `cannot update consumer ${name} on ${stream} (ack_wait, max_deliver, backoff): ${(err as Error).message}`, { cause: err });
+    throw new NixcasError("work-queue.consumer", `cannot update consumer ${name} on ${stream} (ack_wait, max_deliver, backoff, filter_subject): ${(err as Error).message}`, { cause: err });
   }
 }
 
@@ -131,7 +145,7 @@ async function consumerInfo(jsm: JetStreamManager, stream: string, name: string)
   try {
     return await jsm.consumers.info(stream, name);
   } catch (err) {
-    if (err instanceof JetStreamApiError && err.code === CONSUMER_NOT_FOUND) return null;
+    if (isJetStreamApiError(err, JetStreamApiCodes.ConsumerNotFound)) return null;
     throw err;
   }
 }
@@ -181,9 +195,9 @@ class WorkQueueRunner<T> {
       } catch (err) {
         if (this.#stopping || nc.isClosed()) break;
         failures++;
-        if (err instanceof JetStreamApiError && err.code === CONSUMER_NOT_FOUND) {
+        if (isJetStreamApiError(err, JetStreamApiCodes.ConsumerNotFound)) {
           // Deleted under us (or lost with a server's store): put it back.
-          await ensureWorkConsumer(this.#o.topology.jsm, this.#o.stream, this.#o.consumer, this.#o.ackWaitMs, this.#o.maxDeliver).catch(() => {});
+          await ensureWorkConsumer(this.#o.topology.jsm, this.#o.stream, this.#o.consumer, consumerSettings(this.#o)).catch(() => {});
         }
         const level = failures > 3 ? "error" : "warn";
         this.#log[level]("work-queue pull failed; retrying", { slot, error: err, failures });

@@ -9,7 +9,8 @@ import { mkdir, readFile, readdir } from "node:fs/promises";
 import { join } from "node:path";
 import { NarParser, validateNar } from "../../shared/nar.ts";
 import { formatNarListing, narListing } from "../../shared/nar-listing.ts";
-import { NarEventWriter, dumpPath } from "../../shared/nar-writer.ts";
+import { NarEventWriter } from "../../shared/nar-writer.ts";
+import { dumpPath } from "../../shared/node/nar-dump.ts";
 import { makeNixEnv, type NixEnv } from "../helpers/nix.ts";
 import {
   VECTOR_DIR,

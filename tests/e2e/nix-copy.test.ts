@@ -23,9 +23,8 @@ import { formatPublicKey, formatSecretKey, generateSecretKey, publicKeyOf } from
 import { startCluster, type Cluster } from "../helpers/cluster.ts";
 import { http, gatewayMetric } from "../helpers/cache-http.ts";
 import { writeTree } from "../helpers/nar-trees.ts";
-import { makeNixEnv, type NixEnv } from "../helpers/nix.ts";
+import { buildHelloWithDep, makeNixEnv, type NixEnv } from "../helpers/nix.ts";
 
-const SANDBOX = ["--option", "sandbox-paths", "/bin /lib /lib64 /usr"];
 const COMPRESSIONS = ["none", "xz", "zstd"] as const;
 
 const uploaderKey = generateSecretKey("uploader-1");
@@ -83,19 +82,7 @@ async function makePaths(tag: string): Promise<Built> {
   const single = join(work, `single-${tag}.txt`);
   await writeFile(single, `a single file for ${tag}\n`);
   const file = (await uploader.run("nix-store", ["--store", source, "--add", single])).trim();
-  const expr = join(work, `drv-${tag}.nix`);
-  await writeFile(
-    expr,
-    `let dep = builtins.toFile "dep-${tag}.txt" "dependency of ${tag}\\n"; in
-derivation {
-  name = "hello-${tag}";
-  system = builtins.currentSystem;
-  builder = "/bin/sh";
-  args = [ "-c" "echo building hello-${tag}; /bin/mkdir $out; echo hello > $out/greeting; echo \${dep} > $out/ref" ];
-}
-`,
-  );
-  const out = (await uploader.run("nix-build", ["--store", source, ...SANDBOX, expr, "--no-out-link"])).trim();
+  const out = await buildHelloWithDep(uploader, source, work, tag);
   const drv = (await uploader.run("nix-store", ["--store", source, "-qd", out])).trim();
   return { dir, file, out, drv };
 }

@@ -14,11 +14,10 @@ import { after, before, describe, test } from "node:test";
 import { startCluster, type Cluster } from "../helpers/cluster.ts";
 import { http } from "../helpers/cache-http.ts";
 import { pseudoRandomBytes, writeTree } from "../helpers/nar-trees.ts";
-import { makeNixEnv, type NixEnv } from "../helpers/nix.ts";
+import { buildHelloWithDep, makeNixEnv, type NixEnv } from "../helpers/nix.ts";
 import type { PushTotals } from "../../cli/push/progress.ts";
 
 const CLI = new URL("../../cli/nixcas.ts", import.meta.url).pathname;
-const SANDBOX = ["--option", "sandbox-paths", "/bin /lib /lib64 /usr"];
 const MiB = 1024 * 1024;
 
 let cluster: Cluster;
@@ -86,19 +85,7 @@ async function addTree(name: string, tree: Parameters<typeof writeTree>[1]): Pro
 
 /** A derivation output that references a `builtins.toFile` path; returns both. */
 async function buildWithDep(tag: string): Promise<{ out: string; dep: string }> {
-  const expr = join(work, `drv-${tag}.nix`);
-  await writeFile(
-    expr,
-    `let dep = builtins.toFile "dep-${tag}.txt" "dependency of ${tag}\\n"; in
-derivation {
-  name = "hello-${tag}";
-  system = builtins.currentSystem;
-  builder = "/bin/sh";
-  args = [ "-c" "/bin/mkdir $out; echo hello ${tag} > $out/greeting; echo \${dep} > $out/ref" ];
-}
-`,
-  );
-  const out = (await uploader.run("nix-build", ["--store", source, ...SANDBOX, expr, "--no-out-link"])).trim();
+  const out = await buildHelloWithDep(uploader, source, work, tag);
   const refs = (await uploader.run("nix-store", ["--store", source, "-q", "--references", out])).trim().split("\n");
   const dep = refs.find((r) => r.endsWith(`-dep-${tag}.txt`));
   assert.ok(dep, `the output references the dep: ${refs.join(" ")}`);

@@ -3,7 +3,7 @@
 import { spawnSync } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
 import { request } from "node:http";
-import { brotliCompressSync, zstdCompressSync } from "node:zlib";
+import { brotliCompressSync, brotliDecompressSync, gunzipSync, zstdCompressSync } from "node:zlib";
 import { sha256Hash } from "../../shared/hash.ts";
 import { formatNarInfo, type NarInfo } from "../../shared/narinfo.ts";
 import { NIX_BASE32_ALPHABET, encodeNixBase32 } from "../../shared/nixbase32.ts";
@@ -29,21 +29,11 @@ export type Compression = "none" | "xz" | "zstd" | "bzip2" | "gzip" | "br";
 
 const EXTENSION: Record<Compression, string> = { none: "", xz: ".xz", zstd: ".zst", bzip2: ".bz2", gzip: "", br: ".br" };
 
-export function compress(data: Uint8Array, compression: Compression): Uint8Array {
-  switch (compression) {
-    case "none":
-      return data;
-    case "zstd":
-      return zstdCompressSync(data);
-    case "br":
-      return brotliCompressSync(data);
-    default: {
-      const tool = compression === "xz" ? "xz" : compression === "bzip2" ? "bzip2" : "gzip";
-      const r = spawnSync(tool, ["-c"], { input: data, maxBuffer: 1 << 30 });
-      if (r.status !== 0) throw new Error(`${tool} failed: ${r.stderr}`);
-      return new Uint8Array(r.stdout);
-    }
-  }
+/** Runs a command-line compressor on `input` (for what node:zlib lacks or, for zstd, reads only in part). */
+function runTool(tool: string, args: string[], input: Uint8Array): Uint8Array {
+  const r = spawnSync(tool, args, { input, maxBuffer: 1 << 30 });
+  if (r.status !== 0) throw new Error(`${tool} ${args.join(" ")} failed: ${r.stderr}`);
+  return new Uint8Array(r.stdout);
 }
 
 /**
@@ -51,9 +41,29 @@ export function compress(data: Uint8Array, compression: Compression): Uint8Array
  * the first frame when that frame is small, so it cannot check a concatenation of frames.
  */
 export function zstdDecompress(data: Uint8Array): Uint8Array {
-  const r = spawnSync("zstd", ["-dc"], { input: data, maxBuffer: 1 << 30 });
-  if (r.status !== 0) throw new Error(`zstd -dc failed: ${r.stderr}`);
-  return new Uint8Array(r.stdout);
+  return runTool("zstd", ["-dc"], data);
+}
+
+interface Codec {
+  compress(data: Uint8Array): Uint8Array;
+  decompress(data: Uint8Array): Uint8Array;
+}
+
+const CODECS: Record<Compression, Codec> = {
+  none: { compress: (data) => data, decompress: (data) => data },
+  xz: { compress: (data) => runTool("xz", ["-c"], data), decompress: (data) => runTool("xz", ["-dc"], data) },
+  zstd: { compress: (data) => zstdCompressSync(data), decompress: zstdDecompress },
+  bzip2: { compress: (data) => runTool("bzip2", ["-c"], data), decompress: (data) => runTool("bzip2", ["-dc"], data) },
+  gzip: { compress: (data) => runTool("gzip", ["-c"], data), decompress: (data) => gunzipSync(data) },
+  br: { compress: (data) => brotliCompressSync(data), decompress: (data) => brotliDecompressSync(data) },
+};
+
+export function compress(data: Uint8Array, compression: Compression): Uint8Array {
+  return CODECS[compression].compress(data);
+}
+
+export function decompress(data: Uint8Array, compression: Compression): Uint8Array {
+  return CODECS[compression].decompress(data);
 }
 
 /**

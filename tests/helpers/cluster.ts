@@ -1,6 +1,6 @@
 // A whole single-machine nixcas for a test: its own nats-server (free port, temp store), the
-// topology, the ingester, chunker and indexer (via their start functions, as `nixcas up` runs
-// them) and the gateway on a free port, with a fresh signing key. `stop()` takes it all down;
+// topology, the ingester, chunker and indexer (from services/registry.ts, in its order, as
+// `nixcas up` runs them) and the gateway on a free port, with a fresh signing key. `stop()` takes it all down;
 // register it with `after`/`t.after` so it also runs when a test fails.
 import type { NatsConnection } from "@nats-io/nats-core";
 import { loadConfig, type NixcasConfig } from "../../shared/config.ts";
@@ -8,13 +8,12 @@ import { createLogger, type Logger } from "../../shared/log.ts";
 import { connectNats } from "../../shared/nats/connect.ts";
 import { ensureTopology, type Topology } from "../../shared/nats/topology.ts";
 import { formatPublicKey, generateSecretKey, publicKeyOf, type SecretKey } from "../../shared/signing.ts";
-import { startChunker } from "../../services/chunker/chunker.ts";
-import { startGateway, type RunningGateway } from "../../services/gateway/gateway.ts";
-import { startIndexer } from "../../services/indexer/indexer.ts";
-import { startIngester } from "../../services/ingester/ingester.ts";
+import type { ServiceDeps } from "../../shared/nats/service-process.ts";
+import type { RunningGateway } from "../../services/gateway/gateway.ts";
+import { SERVICE_NAMES, SERVICES, type ServiceName } from "../../services/registry.ts";
 import { startNatsServer, type NatsServer } from "./nats-server.ts";
 
-export type PipelineService = "ingester" | "chunker" | "indexer";
+export type PipelineService = Exclude<ServiceName, "gateway">;
 
 export interface ClusterOptions {
   /** Environment variables on top of the test defaults (e.g. NIXCAS_PUSH_TOKEN). */
@@ -77,11 +76,11 @@ export async function startCluster(options: ClusterOptions = {}): Promise<Cluste
     const topology = await ensureTopology(nc, { replicas: config.replicas });
     const secretKey = generateSecretKey(options.keyName ?? "nixcas-test-1");
 
+    const deps = (name: ServiceName): ServiceDeps => ({ topology, config, logger: logger.child({ service: name }), signingKey: async () => secretKey });
     const running = new Map<PipelineService, () => Promise<void>>();
     const startService = async (name: PipelineService) => {
       if (running.has(name)) return;
-      const deps = { topology, config, logger: logger.child({ service: name }) };
-      const service = name === "ingester" ? await startIngester(deps) : name === "chunker" ? await startChunker(deps) : await startIndexer(deps);
+      const service = await SERVICES[name](deps(name));
       running.set(name, () => service.stop());
     };
     const stopService = async (name: PipelineService) => {
@@ -92,11 +91,10 @@ export async function startCluster(options: ClusterOptions = {}): Promise<Cluste
     stoppers.push(async () => {
       for (const name of ["ingester", "chunker", "indexer"] as const) await stopService(name).catch(() => {});
     });
-    // Consumers first, producers last (as cli/all-in-one.ts).
-    for (const name of ["indexer", "chunker", "ingester"] as const) {
-      if ((options.services ?? ["ingester", "chunker", "indexer"]).includes(name)) await startService(name);
+    for (const name of SERVICE_NAMES) {
+      if (name !== "gateway" && (options.services ?? [name]).includes(name)) await startService(name);
     }
-    const gateway = await startGateway({ topology, config, logger, secretKey });
+    const gateway = await SERVICES.gateway(deps("gateway"));
     stoppers.push(() => gateway.stop(1_000));
 
     return {

@@ -12,6 +12,7 @@ import { chmodSync, createWriteStream, mkdirSync, symlinkSync, writeFileSync } f
 import { once } from "node:events";
 import { join } from "node:path";
 import { NarParser, byteStringToBytes } from "../../shared/nar.ts";
+import { NarListingBuilder, type NarListing } from "../../shared/nar-listing.ts";
 
 export type TreeName = string | Uint8Array;
 
@@ -194,6 +195,15 @@ export function treeFromNar(nar: Uint8Array): Tree {
   return root!;
 }
 
+/** The `.ls` listing of a NAR held in memory (shared/nar-listing.ts's builder, fed in one piece). */
+export function listingOfNar(nar: Uint8Array): NarListing {
+  const builder = new NarListingBuilder();
+  const parser = new NarParser(builder);
+  parser.write(nar);
+  parser.end();
+  return builder.listing;
+}
+
 // ---------------------------------------------------------------------------------------------
 // On disk
 
@@ -242,11 +252,11 @@ export async function collectBytes(source: AsyncIterable<Uint8Array>): Promise<U
 }
 
 // ---------------------------------------------------------------------------------------------
-// Vectors from nix-protocol.md §12.5, produced by the real Nix 2.8
+// Vectors from docs/nix-protocol.md §12.5, produced by the real Nix 2.8
 
 export const hex = (h: string): Uint8Array => Uint8Array.from(Buffer.from(h.replace(/\s+/g, ""), "hex"));
 
-/** §12.5 (a): a regular file "dep\n" (120 bytes). */
+/** docs/nix-protocol.md §12.5 (a): a regular file "dep\n" (120 bytes). */
 export const VECTOR_FILE = {
   tree: "dep\n" as Tree,
   nar: hex(`
@@ -256,7 +266,7 @@ export const VECTOR_FILE = {
   sha256: "7bdbc9e6407d9d3ed40adc64d746be6366b5f58ee668c6b02866008bbef57202",
 };
 
-/** §12.5 (b): directory `vec` (864 bytes) and the `.ls` Nix 2.8 wrote for it. */
+/** docs/nix-protocol.md §12.5 (b): directory `vec` (864 bytes) and the `.ls` Nix 2.8 wrote for it. */
 export const VECTOR_DIR = {
   tree: { dir: { a: "x", b: { file: "", executable: true }, c: { symlink: "a" }, d: { dir: {} } } } as Tree,
   nar: hex(
@@ -267,7 +277,7 @@ export const VECTOR_DIR = {
   ls: `{"version":1,"root":{"type":"directory","entries":{"a":{"type":"regular","size":1,"narOffset":232},"b":{"type":"regular","size":0,"executable":true,"narOffset":456},"c":{"type":"symlink","target":"a"},"d":{"type":"directory","entries":{}}}}}`,
 };
 
-/** §12.5 (c): a bare symlink `link -> hello.txt`. */
+/** docs/nix-protocol.md §12.5 (c): a bare symlink `link -> hello.txt`. */
 export const VECTOR_SYMLINK = {
   tree: { symlink: "hello.txt" } as Tree,
   nar: hex(`

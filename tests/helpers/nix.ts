@@ -73,3 +73,27 @@ export async function makeNixEnv(extraConf = ""): Promise<NixEnv> {
     },
   };
 }
+
+/**
+ * Builds into `store` (a chroot store of `nix`) the derivation output `hello-<tag>`. It references
+ * a `builtins.toFile` path `dep-<tag>.txt`, so it has a deriver, a reference and a build log
+ * (`building hello-<tag>`). The expression is written to `dir`. Resolves with the output path.
+ */
+export async function buildHelloWithDep(nix: NixEnv, store: string, dir: string, tag: string): Promise<string> {
+  const expr = join(dir, `drv-${tag}.nix`);
+  await writeFile(
+    expr,
+    `let dep = builtins.toFile "dep-${tag}.txt" "dependency of ${tag}\\n"; in
+derivation {
+  name = "hello-${tag}";
+  system = builtins.currentSystem;
+  builder = "/bin/sh";
+  args = [ "-c" "echo building hello-${tag}; /bin/mkdir $out; echo hello ${tag} > $out/greeting; echo \${dep} > $out/ref" ];
+}
+`,
+  );
+  // The builder runs the host's /bin/sh and /bin/mkdir: sandbox-paths keeps them visible should
+  // the build run in a sandbox.
+  const hostTools = ["--option", "sandbox-paths", "/bin /lib /lib64 /usr"];
+  return (await nix.run("nix-build", ["--store", store, ...hostTools, expr, "--no-out-link"])).trim();
+}

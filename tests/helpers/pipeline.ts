@@ -14,13 +14,11 @@ import { connectNats } from "../../shared/nats/connect.ts";
 import { IngestClient } from "../../shared/nats/ingest-client.ts";
 import { ensureTopology, STREAMS, type Topology } from "../../shared/nats/topology.ts";
 import type { UploadMetadata } from "../../shared/nats/work-items.ts";
-import { startChunker } from "../../services/chunker/chunker.ts";
-import { startIndexer } from "../../services/indexer/indexer.ts";
-import { startIngester } from "../../services/ingester/ingester.ts";
+import { SERVICES } from "../../services/registry.ts";
 import { concatBytes } from "./nar-trees.ts";
 import { startNatsServer, type NatsServer } from "./nats-server.ts";
 
-export type ServiceName = "ingester" | "chunker" | "indexer";
+export type ServiceName = Exclude<keyof typeof SERVICES, "gateway">;
 
 export interface Pipeline {
   server: NatsServer;
@@ -57,8 +55,7 @@ export async function startPipeline(options: PipelineOptions = {}): Promise<Pipe
     const topology = await ensureTopology(nc);
     const logger = options.logger ?? silentLogger;
     const start = async (name: ServiceName) => {
-      const deps = { topology, config, logger: logger.child({ service: name }) };
-      const s = name === "ingester" ? await startIngester(deps) : name === "chunker" ? await startChunker(deps) : await startIndexer(deps);
+      const s = await SERVICES[name]({ topology, config, logger: logger.child({ service: name }), signingKey: noSigningKey });
       let stopped = false;
       const stop = async () => {
         if (stopped) return;
@@ -104,6 +101,11 @@ export async function startPipeline(options: PipelineOptions = {}): Promise<Pipe
   }
 }
 
+/** The pipeline services sign nothing; only the gateway asks for the key. */
+async function noSigningKey(): Promise<never> {
+  throw new Error("the upload pipeline runs without a gateway: no signing key here");
+}
+
 let pathCounter = 0;
 
 /** Upload metadata for `nar` under a fresh store path (hash part from a counter + tag). */
@@ -116,7 +118,6 @@ export function metaFor(nar: Uint8Array, name = "test", overrides: Partial<Uploa
     deriver: null,
     ca: null,
     sigs: [],
-    uploader: null,
     ...overrides,
   };
 }

@@ -1,36 +1,21 @@
 // Blobs (logs, listings) against a real nats-server: chunked and read back in order, dedup on
 // re-upload, and every kind of damage (missing block, corrupted chunk, a manifest whose hash
 // does not match its chunks) refused with IntegrityError.
-import { after, before, test } from "node:test";
+import { test } from "node:test";
 import assert from "node:assert/strict";
 import { createHash, randomBytes } from "node:crypto";
-import { headers as natsHeaders, type NatsConnection } from "@nats-io/nats-core";
+import { headers as natsHeaders } from "@nats-io/nats-core";
 import { cidForBytes, DAG_CBOR_CODEC, RAW_CODEC } from "../../shared/cid.ts";
 import { IntegrityError, NixcasError } from "../../shared/errors.ts";
 import { buildManifest, walkManifest } from "../../shared/manifest.ts";
 import { compressChunk } from "../../shared/zstd.ts";
 import { putBlob, readBlob, readBlobBytes } from "../../shared/nats/blob-store.ts";
 import { BlockStore } from "../../shared/nats/block-store.ts";
-import { connectNats } from "../../shared/nats/connect.ts";
 import { blockSubject } from "../../shared/nats/subjects.ts";
-import { ensureTopology, type Topology } from "../../shared/nats/topology.ts";
-import { startNatsServer, type NatsServer } from "../helpers/nats-server.ts";
+import { serverWithTopology } from "../helpers/topology-fixture.ts";
 import type { CID } from "multiformats/cid";
 
-let server: NatsServer;
-let nc: NatsConnection;
-let topology: Topology;
-
-before(async () => {
-  server = await startNatsServer();
-  nc = await connectNats({ servers: [server.url], name: "blob-store-test" });
-  topology = await ensureTopology(nc);
-});
-
-after(async () => {
-  await nc?.close();
-  await server?.stop();
-});
+const nats = serverWithTopology("blob-store-test");
 
 const SMALL_CHUNKS = { minSize: 1024, avgSize: 4096, maxSize: 16384 };
 
@@ -46,16 +31,16 @@ async function* pieces(bytes: Uint8Array, size: number): AsyncGenerator<Uint8Arr
 
 /** Removes a block and stores `frame` in its place (the stream refuses overwrites otherwise). */
 async function replaceBlock(cid: CID, frame: Uint8Array, size: number): Promise<void> {
-  const msg = await topology.jsm.streams.getMessage("BLOCKS", { last_by_subj: blockSubject(cid) });
-  await topology.jsm.streams.deleteMessage("BLOCKS", msg!.seq);
+  const msg = await nats.topology.jsm.streams.getMessage("BLOCKS", { last_by_subj: blockSubject(cid) });
+  await nats.topology.jsm.streams.deleteMessage("BLOCKS", msg!.seq);
   const h = natsHeaders();
   h.set("Nixcas-Codec", "raw");
   h.set("Nixcas-Size", String(size));
-  await topology.js.publish(blockSubject(cid), frame, { headers: h });
+  await nats.topology.js.publish(blockSubject(cid), frame, { headers: h });
 }
 
 test("a small blob: one chunk, read back, sha256 and size reported", async () => {
-  const blocks = new BlockStore(topology);
+  const blocks = new BlockStore(nats.topology);
   const log = new TextEncoder().encode("building '/nix/store/…-hello.drv'...\nok\n");
   const stored = await putBlob(blocks, log);
   assert.equal(stored.size, log.length);
@@ -66,7 +51,7 @@ test("a small blob: one chunk, read back, sha256 and size reported", async () =>
 });
 
 test("a large blob from an uneven stream: many chunks, bytes identical, in order", async () => {
-  const blocks = new BlockStore(topology);
+  const blocks = new BlockStore(nats.topology);
   const data = randomBytes(600_000);
   const stored = await putBlob(blocks, pieces(data, 7777), { chunker: SMALL_CHUNKS, level: 1 });
   assert.equal(stored.size, data.length);
@@ -77,7 +62,7 @@ test("a large blob from an uneven stream: many chunks, bytes identical, in order
 });
 
 test("the empty blob", async () => {
-  const blocks = new BlockStore(topology);
+  const blocks = new BlockStore(nats.topology);
   const stored = await putBlob(blocks, new Uint8Array(0));
   assert.equal(stored.size, 0);
   assert.equal((await collect(blocks, stored.root)).length, 0);
@@ -85,8 +70,8 @@ test("the empty blob", async () => {
 
 test("putting the same blob again stores nothing new and gives the same root", async () => {
   const data = randomBytes(100_000);
-  const first = await putBlob(new BlockStore(topology), data, { chunker: SMALL_CHUNKS });
-  const again = new BlockStore(topology);
+  const first = await putBlob(new BlockStore(nats.topology), data, { chunker: SMALL_CHUNKS });
+  const again = new BlockStore(nats.topology);
   const second = await putBlob(again, pieces(data, 1000), { chunker: SMALL_CHUNKS });
   assert.equal(second.root.toString(), first.root.toString());
   assert.equal(again.stats.stored, 0);
@@ -94,20 +79,20 @@ test("putting the same blob again stores nothing new and gives the same root", a
 });
 
 test("a missing chunk is an IntegrityError, not a short blob", async () => {
-  const blocks = new BlockStore(topology);
+  const blocks = new BlockStore(nats.topology);
   const data = randomBytes(50_000);
   const stored = await putBlob(blocks, data, { chunker: SMALL_CHUNKS });
   // Find the second chunk through the manifest walk, then delete it.
   const cids: CID[] = [];
   for await (const c of walkManifest(stored.root, async (cid) => (await blocks.get(cid))!)) cids.push(c.cid);
   const victim = cids[1]!;
-  const msg = await topology.jsm.streams.getMessage("BLOCKS", { last_by_subj: blockSubject(victim) });
-  await topology.jsm.streams.deleteMessage("BLOCKS", msg!.seq);
+  const msg = await nats.topology.jsm.streams.getMessage("BLOCKS", { last_by_subj: blockSubject(victim) });
+  await nats.topology.jsm.streams.deleteMessage("BLOCKS", msg!.seq);
   await assert.rejects(collect(blocks, stored.root), (err: IntegrityError) => err instanceof IntegrityError && err.code === "blob.missing-block" && err.message.includes(victim.toString()));
 });
 
 test("a corrupted chunk is an IntegrityError", async () => {
-  const blocks = new BlockStore(topology);
+  const blocks = new BlockStore(nats.topology);
   const data = randomBytes(50_000);
   const stored = await putBlob(blocks, data, { chunker: SMALL_CHUNKS });
   const chunks: Array<{ cid: CID; size: number }> = [];
@@ -119,7 +104,7 @@ test("a corrupted chunk is an IntegrityError", async () => {
 });
 
 test("a manifest whose hash does not match its chunks is refused at the end", async () => {
-  const blocks = new BlockStore(topology);
+  const blocks = new BlockStore(nats.topology);
   const data = randomBytes(20_000);
   const chunkCid = (await blocks.putBytes(data, RAW_CODEC)).cid;
   const lie = buildManifest([{ cid: chunkCid, size: data.length }], new Uint8Array(randomBytes(32)), data.length);
@@ -128,7 +113,7 @@ test("a manifest whose hash does not match its chunks is refused at the end", as
 });
 
 test("an absent root is an IntegrityError naming it", async () => {
-  const blocks = new BlockStore(topology);
+  const blocks = new BlockStore(nats.topology);
   const root = cidForBytes(randomBytes(10), DAG_CBOR_CODEC);
   await assert.rejects(collect(blocks, root), (err: IntegrityError) => err.code === "blob.missing-block" && err.message.includes(root.toString()));
 });

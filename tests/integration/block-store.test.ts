@@ -14,6 +14,7 @@ import { FormatError, IntegrityError } from "../../shared/errors.ts";
 import { compressChunk } from "../../shared/zstd.ts";
 import { BlockStore } from "../../shared/nats/block-store.ts";
 import { connectNats } from "../../shared/nats/connect.ts";
+import { MoreJetStreamApiCodes } from "../../shared/nats/jetstream-codes.ts";
 import { blockSubject } from "../../shared/nats/subjects.ts";
 import { ensureTopology, type Topology } from "../../shared/nats/topology.ts";
 import { startNatsServer, type NatsServer } from "../helpers/nats-server.ts";
@@ -54,7 +55,7 @@ test("putBytes / get / getFrame round trip, raw and dag-cbor", async () => {
   assert.equal(put.cid.code, DAG_CBOR_CODEC);
   assert.equal((await blocks.getFrame(put.cid))!.codec, DAG_CBOR_CODEC);
   assert.deepEqual([...(await blocks.get(put.cid))!], [...node]);
-  assert.deepEqual(blocks.stats, { stored: 2, duplicates: 0, storedBytes: blocks.stats.storedBytes });
+  assert.deepEqual(blocks.stats, { stored: 2, duplicates: 0, storedBytes: blocks.stats.storedBytes, repaired: 0, corruptFound: 0 });
 
   const empty = await blocks.putBytes(new Uint8Array(0));
   assert.equal((await blocks.get(empty.cid))!.length, 0);
@@ -75,7 +76,7 @@ test("a retry inside the dedup window is a duplicate (ack duplicate: true)", asy
   const frame = compressChunk(data);
   assert.equal(await blocks.put(cid, frame, data.length), "stored");
   assert.equal(await blocks.put(cid, frame, data.length), "duplicate");
-  assert.deepEqual(blocks.stats, { stored: 1, duplicates: 1, storedBytes: frame.length });
+  assert.deepEqual(blocks.stats, { stored: 1, duplicates: 1, storedBytes: frame.length, repaired: 0, corruptFound: 0 });
 });
 
 test("a re-upload outside the dedup window is refused by the server (10071) and is a duplicate", async (t) => {
@@ -91,7 +92,7 @@ test("a re-upload outside the dedup window is refused by the server (10071) and 
     (err: JetStreamApiError) => err instanceof JetStreamApiError && err.code === 10071 && /wrong last sequence/.test(err.message),
   );
   // Without the expectation, discard_new_per_subject refuses it (10077): never an overwrite.
-  await assert.rejects(topology.js.publish(blockSubject(cid), new Uint8Array([1])), (err: JetStreamApiError) => err.code === 10077);
+  await assert.rejects(topology.js.publish(blockSubject(cid), new Uint8Array([1])), (err: JetStreamApiError) => err.code === MoreJetStreamApiCodes.StreamStoreFailed);
 
   // The same block under another codec: another msgID, same subject.
   const asNode = CID.createV1(DAG_CBOR_CODEC, cid.multihash);

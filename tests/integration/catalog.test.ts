@@ -1,37 +1,22 @@
 // The catalog (typed KV records), upload status records and key/subject spellings against a
 // real nats-server: round trips, key checks, damaged records refused, escaping of names that
 // KV keys cannot hold, and waiting on an upload without missing its outcome.
-import { after, before, test } from "node:test";
+import { test } from "node:test";
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import { setTimeout as sleep } from "node:timers/promises";
-import type { NatsConnection } from "@nats-io/nats-core";
 import { cidForBytes, DAG_CBOR_CODEC, RAW_CODEC } from "../../shared/cid.ts";
 import { encodeNixBase32 } from "../../shared/nixbase32.ts";
 import { encodePathInfo, type PathInfo } from "../../shared/path-info.ts";
 import { Catalog } from "../../shared/nats/catalog.ts";
-import { connectNats } from "../../shared/nats/connect.ts";
 import { blockSubject, cidDigestFromBlockSubject, escapeKey, SUBJECTS, unescapeKey } from "../../shared/nats/subjects.ts";
-import { ensureTopology, type Topology } from "../../shared/nats/topology.ts";
 import { getUploadStatus, setUploadStatus, waitForUpload, type UploadStatus } from "../../shared/nats/uploads.ts";
 import { FormatError, IntegrityError, NixcasError } from "../../shared/errors.ts";
-import { startNatsServer, type NatsServer } from "../helpers/nats-server.ts";
+import { serverWithTopology } from "../helpers/topology-fixture.ts";
 
-let server: NatsServer;
-let nc: NatsConnection;
-let topology: Topology;
 let catalog: Catalog;
-
-before(async () => {
-  server = await startNatsServer();
-  nc = await connectNats({ servers: [server.url], name: "catalog-test" });
-  topology = await ensureTopology(nc);
+const nats = serverWithTopology("catalog-test", (topology) => {
   catalog = new Catalog(topology);
-});
-
-after(async () => {
-  await nc?.close();
-  await server?.stop();
 });
 
 const hashPart = () => encodeNixBase32(randomBytes(20));
@@ -48,7 +33,6 @@ function pathInfo(hash: string, overrides: Partial<PathInfo> = {}): PathInfo {
     sigs: ["cache.example.org-1:" + randomBytes(64).toString("base64")],
     manifest: manifestCid(),
     registered: Date.now(),
-    uploader: "alice",
     ...overrides,
   };
 }
@@ -80,10 +64,10 @@ test("PathInfo under another hash part, or a malformed hash part, is refused", a
 
 test("a damaged PathInfo record is refused, not believed", async () => {
   const h = hashPart();
-  await topology.kv.paths.put(h, new Uint8Array([0xa1, 0x61, 0x78, 0x01]));
+  await nats.topology.kv.paths.put(h, new Uint8Array([0xa1, 0x61, 0x78, 0x01]));
   await assert.rejects(catalog.getPathInfo(h), (err: IntegrityError) => err instanceof IntegrityError && err.code === "catalog.corrupt" && err.message.includes(h));
   // A valid PathInfo of another path under this key.
-  await topology.kv.paths.put(h, encodePathInfo(pathInfo(hashPart())).bytes);
+  await nats.topology.kv.paths.put(h, encodePathInfo(pathInfo(hashPart())).bytes);
   await assert.rejects(catalog.getPathInfo(h), (err: IntegrityError) => err.code === "catalog.corrupt");
 });
 
@@ -110,7 +94,7 @@ test("nars: NAR hash → { manifest, .nar.zst hash and size }; a complete record
   assert.equal(got.zstFileSize, 4321);
   assert.equal((await catalog.manifestForNar(narHash))!.toString(), record.manifest.toString());
   // The stored form: small JSON, hashes as Nix writes them.
-  const raw = JSON.parse(new TextDecoder().decode((await topology.kv.nars.get(narHash))!.value));
+  const raw = JSON.parse(new TextDecoder().decode((await nats.topology.kv.nars.get(narHash))!.value));
   assert.deepEqual(Object.keys(raw).sort(), ["manifest", "zstFileHash", "zstFileSize"]);
   assert.match(raw.zstFileHash, /^sha256:[0-9a-z]{52}$/);
   // A second writer (another manifest of the same NAR) gets the first record back, unchanged.
@@ -121,7 +105,7 @@ test("nars: NAR hash → { manifest, .nar.zst hash and size }; a complete record
   await assert.rejects(catalog.putNar(encodeNixBase32(randomBytes(32)), { ...record, manifest: cidForBytes(randomBytes(8), RAW_CODEC) }), (err: FormatError) => err instanceof FormatError);
   await assert.rejects(catalog.putNar(encodeNixBase32(randomBytes(32)), { ...record, zstFileSize: 0 }), (err: FormatError) => err.code === "catalog.nar-record");
   const other = encodeNixBase32(randomBytes(32));
-  await topology.kv.nars.put(other, new TextEncoder().encode("not a cid"));
+  await nats.topology.kv.nars.put(other, new TextEncoder().encode("not a cid"));
   await assert.rejects(catalog.manifestForNar(other), (err: IntegrityError) => err.code === "catalog.corrupt");
   for (const bad of [
     { manifest: record.manifest.toString(), zstFileHash: "sha256:xyz", zstFileSize: 1 },
@@ -129,7 +113,7 @@ test("nars: NAR hash → { manifest, .nar.zst hash and size }; a complete record
     { manifest: record.manifest.toString(), zstFileHash: raw.zstFileHash, zstFileSize: 1, extra: 1 },
     { manifest: "bafy", zstFileHash: raw.zstFileHash, zstFileSize: 1 },
   ]) {
-    await topology.kv.nars.put(other, new TextEncoder().encode(JSON.stringify(bad)));
+    await nats.topology.kv.nars.put(other, new TextEncoder().encode(JSON.stringify(bad)));
     await assert.rejects(catalog.getNar(other), (err: IntegrityError) => err.code === "catalog.corrupt", JSON.stringify(bad));
   }
 });
@@ -137,7 +121,7 @@ test("nars: NAR hash → { manifest, .nar.zst hash and size }; a complete record
 test("nars: a record written as a bare manifest CID is still read, and completed only for that manifest", async () => {
   const narHash = encodeNixBase32(randomBytes(32));
   const manifest = manifestCid();
-  await topology.kv.nars.put(narHash, new TextEncoder().encode(manifest.toString()));
+  await nats.topology.kv.nars.put(narHash, new TextEncoder().encode(manifest.toString()));
   const legacy = (await catalog.getNar(narHash))!;
   assert.equal(legacy.manifest.toString(), manifest.toString());
   assert.equal(legacy.zstFileHash, null);
@@ -163,7 +147,7 @@ test("files: uploaded NAR name → { narHash, compression }, validated both ways
   assert.deepEqual(await catalog.getUploadedFile("odd+name.nar"), { narHash, compression: "none" });
   await assert.rejects(catalog.putUploadedFile(name, { narHash: "sha256:abc", compression: "xz" }), (err: FormatError) => err.code === "catalog.file");
   await assert.rejects(catalog.putUploadedFile(name, { narHash, compression: "rar" }), (err: FormatError) => err.code === "catalog.file");
-  await topology.kv.files.put(escapeKey("bad.nar"), new TextEncoder().encode(JSON.stringify({ narHash, compression: "xz", more: 1 })));
+  await nats.topology.kv.files.put(escapeKey("bad.nar"), new TextEncoder().encode(JSON.stringify({ narHash, compression: "xz", more: 1 })));
   await assert.rejects(catalog.getUploadedFile("bad.nar"), (err: IntegrityError) => err.code === "catalog.corrupt");
 });
 
@@ -179,7 +163,7 @@ test("listings, logs and realisations; names KV keys cannot hold are escaped", a
   assert.equal((await catalog.getLog(drv))!.toString(), log.toString());
   assert.equal(await catalog.getLog(`${hashPart()}-other.drv`), null);
   const logKeys: string[] = [];
-  for await (const k of await topology.kv.logs.keys()) logKeys.push(k);
+  for await (const k of await nats.topology.kv.logs.keys()) logKeys.push(k);
   assert.deepEqual(logKeys, [escapeKey(drv)]);
   assert.ok(logKeys[0]!.includes("gtk=2b3"));
 
@@ -231,45 +215,45 @@ test("block subjects: CID.sha256.<pp>.<hex>, both ways", () => {
 
 test("upload status moves forward only; done beats failed", async () => {
   const status = (state: UploadStatus["state"], reason?: string): UploadStatus => ({ uploadId: "U1", state, storePath: "/nix/store/x-y", ...(reason ? { reason } : {}), updatedAt: new Date().toISOString() });
-  assert.equal(await getUploadStatus(topology, "U1"), null);
-  assert.equal(await setUploadStatus(topology, status("queued")), true);
-  assert.equal(await setUploadStatus(topology, status("chunking")), true);
-  assert.equal(await setUploadStatus(topology, status("indexing")), true);
-  assert.equal(await setUploadStatus(topology, status("chunking")), false, "a replayed step does not go back");
-  assert.equal((await getUploadStatus(topology, "U1"))!.state, "indexing");
-  assert.equal(await setUploadStatus(topology, status("failed", "boom")), true);
-  assert.equal(await setUploadStatus(topology, status("done")), true);
-  assert.equal(await setUploadStatus(topology, status("failed", "late")), false);
-  assert.equal((await getUploadStatus(topology, "U1"))!.state, "done");
-  await assert.rejects(setUploadStatus(topology, { ...status("done"), uploadId: "bad id" }), (err: FormatError) => err.code === "upload.id");
-  await assert.rejects(setUploadStatus(topology, { ...status("done"), state: "weird" as "done" }), (err: FormatError) => err.code === "upload.status");
+  assert.equal(await getUploadStatus(nats.topology, "U1"), null);
+  assert.equal(await setUploadStatus(nats.topology, status("queued")), true);
+  assert.equal(await setUploadStatus(nats.topology, status("chunking")), true);
+  assert.equal(await setUploadStatus(nats.topology, status("indexing")), true);
+  assert.equal(await setUploadStatus(nats.topology, status("chunking")), false, "a replayed step does not go back");
+  assert.equal((await getUploadStatus(nats.topology, "U1"))!.state, "indexing");
+  assert.equal(await setUploadStatus(nats.topology, status("failed", "boom")), true);
+  assert.equal(await setUploadStatus(nats.topology, status("done")), true);
+  assert.equal(await setUploadStatus(nats.topology, status("failed", "late")), false);
+  assert.equal((await getUploadStatus(nats.topology, "U1"))!.state, "done");
+  await assert.rejects(setUploadStatus(nats.topology, { ...status("done"), uploadId: "bad id" }), (err: FormatError) => err.code === "upload.id");
+  await assert.rejects(setUploadStatus(nats.topology, { ...status("done"), state: "weird" as "done" }), (err: FormatError) => err.code === "upload.status");
 });
 
 test("concurrent status writers: the furthest state wins", async () => {
   const states: UploadStatus["state"][] = ["queued", "chunking", "indexing", "done", "chunking", "queued", "indexing"];
-  await Promise.all(states.map((state) => setUploadStatus(topology, { uploadId: "U2", state, storePath: "/nix/store/x-y", updatedAt: new Date().toISOString() })));
-  assert.equal((await getUploadStatus(topology, "U2"))!.state, "done");
+  await Promise.all(states.map((state) => setUploadStatus(nats.topology, { uploadId: "U2", state, storePath: "/nix/store/x-y", updatedAt: new Date().toISOString() })));
+  assert.equal((await getUploadStatus(nats.topology, "U2"))!.state, "done");
 });
 
 test("waitForUpload: resolves on done/failed, sees an outcome written before it started, times out with the last state", async () => {
   const base = { storePath: "/nix/store/x-y", updatedAt: new Date().toISOString() };
   // Written later.
-  await setUploadStatus(topology, { uploadId: "W1", state: "queued", ...base });
-  const waiting = waitForUpload(topology, "W1", 10_000);
+  await setUploadStatus(nats.topology, { uploadId: "W1", state: "queued", ...base });
+  const waiting = waitForUpload(nats.topology, "W1", 10_000);
   await sleep(200);
-  await setUploadStatus(topology, { uploadId: "W1", state: "indexing", ...base });
-  await setUploadStatus(topology, { uploadId: "W1", state: "done", ...base });
+  await setUploadStatus(nats.topology, { uploadId: "W1", state: "indexing", ...base });
+  await setUploadStatus(nats.topology, { uploadId: "W1", state: "done", ...base });
   assert.equal((await waiting).state, "done");
   // Written before the wait.
-  await setUploadStatus(topology, { uploadId: "W2", state: "failed", reason: "NAR hash mismatch", ...base });
-  const failed = await waitForUpload(topology, "W2", 10_000);
+  await setUploadStatus(nats.topology, { uploadId: "W2", state: "failed", reason: "NAR hash mismatch", ...base });
+  const failed = await waitForUpload(nats.topology, "W2", 10_000);
   assert.equal(failed.state, "failed");
   assert.equal(failed.reason, "NAR hash mismatch");
   // Never finishes.
-  await setUploadStatus(topology, { uploadId: "W3", state: "chunking", ...base });
+  await setUploadStatus(nats.topology, { uploadId: "W3", state: "chunking", ...base });
   const started = Date.now();
-  assert.equal((await waitForUpload(topology, "W3", 500)).state, "chunking");
+  assert.equal((await waitForUpload(nats.topology, "W3", 500)).state, "chunking");
   assert.ok(Date.now() - started >= 450);
   // Never existed.
-  await assert.rejects(waitForUpload(topology, "W4", 300), (err: NixcasError) => err.code === "upload.unknown");
+  await assert.rejects(waitForUpload(nats.topology, "W4", 300), (err: NixcasError) => err.code === "upload.unknown");
 });

@@ -187,6 +187,13 @@ describe("damaged blocks and the hot cache", () => {
   });
 });
 
+describe("malformed requests", () => {
+  test("headers over the limit: 431 with its own status text", async () => {
+    const answer = await rawExchange(`GET /nix-cache-info HTTP/1.1\r\nHost: x\r\nX-Big: ${"a".repeat(20_000)}\r\n\r\n`, null);
+    assert.match(answer, /^HTTP\/1\.1 431 Request Header Fields Too Large\r\n/);
+  });
+});
+
 /** Sends `head` (and `body` unless null) on a raw socket; resolves with what came back. */
 function rawExchange(head: string, body: Uint8Array | null, destroyAfterMs?: number): Promise<string> {
   const url = new URL(base);

@@ -186,16 +186,26 @@ describe("uploads in every compression", () => {
     });
   }
 
-  test("HEAD nar/<FileHash>.nar.xz answers 200 while staged, 404 for unknown names", async () => {
+  test("HEAD nar/<FileHash>.nar.xz answers as GET: 404 while only staged (cannot be served), 200 once committed", async () => {
     const up = preparePath({ nar: narFromTree("staged only\n"), compression: "xz" });
     assert.equal((await http(`${base}/nar/${up.fileName}`, { method: "HEAD" })).status, 404);
     const put = await http(`${base}/nar/${up.fileName}`, { method: "PUT", body: up.file });
     assert.equal(put.status, 204);
-    const head = await http(`${base}/nar/${up.fileName}`, { method: "HEAD" });
-    assert.equal(head.status, 200);
-    assert.equal(head.headers.get("content-length"), String(up.file.length));
-    // GET of a staged, uncommitted NAR: not served.
-    assert.equal((await http(`${base}/nar/${up.fileName}`)).status, 404);
+    assert.equal((await http(`${base}/nar/${up.fileName}`, { method: "HEAD" })).status, 404, "HEAD of a staged, uncommitted NAR");
+    assert.equal((await http(`${base}/nar/${up.fileName}`)).status, 404, "GET of a staged, uncommitted NAR");
+    const commit = await http(`${base}/${up.hashPart}.narinfo`, { method: "PUT", body: up.narinfoText });
+    assert.equal(commit.status, 204, commit.text);
+    assert.equal((await http(`${base}/nar/${up.fileName}`, { method: "HEAD" })).status, 200);
+    assert.equal((await http(`${base}/nar/${up.fileName}`)).status, 200);
+  });
+
+  test("PUT nar/<a name that is not <FileHash>.nar[.ext]>: 400, nothing staged", async () => {
+    for (const name of ["hello.nar", `${"e".repeat(52)}.nar.xz`, `${"0".repeat(51)}.nar`, `${"0".repeat(52)}.narx`]) {
+      const r = await http(`${base}/nar/${name}`, { method: "PUT", body: "some bytes" });
+      assert.equal(r.status, 400, `${name}: ${r.text}`);
+    }
+    const r = await http(`${base}/nar/hello.nar`, { method: "PUT", body: "some bytes" });
+    assert.match(r.text, /must be named <sha256 of the file, 52 nix32 characters>\.nar/);
   });
 
   test("compression=none: HEAD nar/<NarHash>.nar is 200 for a stored NAR, and a narinfo without NAR upload is accepted", async () => {

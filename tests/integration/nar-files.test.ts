@@ -6,14 +6,14 @@
 //   - the file names clients uploaded (`<FileHash>.nar.xz` …) stay servable after the upload, in
 //     the compression the uploader's narinfo said (re-encoded from verified chunks where we do not
 //     store that compression), HEAD 200 so a second upload of the same file is skipped, and
-//     only names whose bytes the pipeline verified are recorded;
+//     only names whose bytes the pipeline verified are recorded — by the indexer, so a gateway
+//     that stops before the upload is done loses nothing;
 //   - a re-encoded download that fails (damaged block) or is abandoned (client gone) cuts the
 //     connection and leaves no encoder process behind.
 import assert from "node:assert/strict";
 import { execFile, spawnSync } from "node:child_process";
 import { request } from "node:http";
 import { after, before, describe, test } from "node:test";
-import { brotliDecompressSync, gunzipSync } from "node:zlib";
 import { headers as natsHeaders } from "@nats-io/nats-core";
 import type { CID } from "multiformats/cid";
 import { formatHash } from "../../shared/hash.ts";
@@ -21,12 +21,15 @@ import { walkManifest } from "../../shared/manifest.ts";
 import { formatNarInfo, parseNarInfo } from "../../shared/narinfo.ts";
 import { BlockStore } from "../../shared/nats/block-store.ts";
 import { Catalog } from "../../shared/nats/catalog.ts";
+import { IngestClient } from "../../shared/nats/ingest-client.ts";
+import { newStagingObjectName, StagingStore } from "../../shared/nats/staging-store.ts";
 import { blockSubject, escapeKey } from "../../shared/nats/subjects.ts";
 import { generateSecretKey, pathFingerprint, signFingerprint } from "../../shared/signing.ts";
 import { compressChunk } from "../../shared/zstd.ts";
 import { startCluster, type Cluster } from "../helpers/cluster.ts";
 import {
   assertSameBytes,
+  decompress,
   http,
   nix32Sha256,
   preparePath,
@@ -51,24 +54,6 @@ before(async () => {
 after(async () => {
   await cluster?.stop();
 });
-
-function decompress(body: Uint8Array, compression: Compression): Uint8Array {
-  switch (compression) {
-    case "none":
-      return body;
-    case "zstd":
-      return zstdDecompress(body);
-    case "gzip":
-      return gunzipSync(body);
-    case "br":
-      return brotliDecompressSync(body);
-    default: {
-      const r = spawnSync(compression === "xz" ? "xz" : "bzip2", ["-dc"], { input: body, maxBuffer: 1 << 30 });
-      if (r.status !== 0) throw new Error(`${compression} -dc failed: ${r.stderr}`);
-      return new Uint8Array(r.stdout);
-    }
-  }
-}
 
 /** Encoder processes (xz, bzip2) that are children of this process (the gateway runs here). */
 function encoderChildren(): Promise<string[]> {
@@ -296,5 +281,33 @@ describe("an upload slower than the PUT wait", () => {
     const files = new Catalog(slow.topology);
     await waitFor("the name to be recorded", async () => (await files.getUploadedFile(up.fileName)) !== null, 30_000);
     assertSameBytes(decompress((await http(`${slow.url}/nar/${up.fileName}`)).body, "xz"), up.nar);
+  });
+
+  test("the name is recorded by the indexer, also when the gateway that answered has stopped before the upload was done", async () => {
+    await slow.stopService("indexer");
+    const up = preparePath({ nar: narFromTree({ file: pseudoRandomBytes(120_000, 12) }), name: "gateway-gone", compression: "xz", hashPart: randomHashPart() });
+    const r = await uploadPath(slow.url, up);
+    assert.equal(r.narinfo.status, 200, "answered while still running (the indexer is not running)");
+    await slow.gateway.stop(1_000);
+    await slow.startService("indexer");
+    const files = new Catalog(slow.topology);
+    await waitFor("the name to be recorded", async () => (await files.getUploadedFile(up.fileName)) !== null, 30_000);
+    assert.deepEqual(await files.getUploadedFile(up.fileName), { narHash: `sha256:${up.narHash32}`, compression: "xz" });
+    assert.ok((await files.getPathInfo(up.hashPart)) !== null, "and the path is indexed");
+  });
+});
+
+describe("a staged file submitted under a name it does not hash to", () => {
+  test("fails in the chunker (chunker.file-hash-mismatch), and no name is recorded", async () => {
+    const up = preparePath({ nar: narFromTree({ file: pseudoRandomBytes(30_000, 13) }), name: "misnamed", compression: "xz", hashPart: randomHashPart() });
+    const staged = await new StagingStore(cluster.topology).put(newStagingObjectName(), [up.file]);
+    const otherName = `${nix32Sha256(pseudoRandomBytes(64, 14))}.nar.xz`;
+    const ingest = new IngestClient(cluster.topology);
+    const meta = { storePath: up.storePath, narHash: `sha256:${up.narHash32}`, narSize: up.nar.length, references: [], deriver: null, ca: null, sigs: [] };
+    const { uploadId } = await ingest.submitStaged(meta, { object: staged.name, compression: "xz", fileName: otherName });
+    const status = await ingest.waitFor(uploadId, 30_000);
+    assert.equal(status.state, "failed");
+    assert.match(status.reason ?? "", new RegExp(`^chunker\\.file-hash-mismatch: the staged object ${staged.name} was submitted as file ${otherName}, but its digest is sha256:${up.fileName.slice(0, 52)}$`));
+    assert.equal(await catalog.getUploadedFile(otherName), null);
   });
 });

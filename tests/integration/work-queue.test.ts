@@ -6,10 +6,10 @@ import assert from "node:assert/strict";
 import { setTimeout as sleep } from "node:timers/promises";
 import { nanos, type NatsConnection } from "@nats-io/nats-core";
 import { connectNats } from "../../shared/nats/connect.ts";
-import { SUBJECTS } from "../../shared/nats/subjects.ts";
+import { INGEST_LANES } from "../../shared/nats/subjects.ts";
 import { ensureTopology, type Topology } from "../../shared/nats/topology.ts";
-import { DEAD_LETTER_HEADERS, PermanentError, runWorkQueue, workBackoffMs, type WorkContext, type WorkQueueOptions } from "../../shared/nats/work-queue.ts";
-import { FormatError } from "../../shared/errors.ts";
+import { DEAD_LETTER_HEADERS, runWorkQueue, workBackoffMs, type WorkContext, type WorkQueueOptions } from "../../shared/nats/work-queue.ts";
+import { FormatError, PermanentError } from "../../shared/errors.ts";
 import { silentLogger } from "../../shared/log.ts";
 import { startNatsServer, type NatsServer } from "../helpers/nats-server.ts";
 
@@ -30,6 +30,8 @@ interface Env {
   connect(name: string): Promise<Topology>;
   deadLetters: Array<{ item: Item | undefined; reason: string }>;
   options(overrides: Partial<WorkQueueOptions<Item>> & Pick<WorkQueueOptions<Item>, "handle">, topology?: Topology): WorkQueueOptions<Item>;
+  /** Runs a worker with `options(overrides)`, stopped when the test ends. */
+  start(overrides: Partial<WorkQueueOptions<Item>> & Pick<WorkQueueOptions<Item>, "handle">): Promise<void>;
   publish(item: Item | Uint8Array): Promise<void>;
   pending(): Promise<number>;
 }
@@ -48,15 +50,20 @@ async function setup(t: { after(fn: () => Promise<void>): void }): Promise<Env> 
   });
   const topology = await connect("work-queue-test");
   const deadLetters: Env["deadLetters"] = [];
-  return {
+  const env: Env = {
     server,
     topology,
     connect,
     deadLetters,
+    start: async (overrides) => {
+      const queue = await runWorkQueue(env.options(overrides));
+      t.after(() => queue.stop());
+    },
     options: (overrides, topo = topology) => ({
       topology: topo,
       stream: "INGEST",
-      consumer: "chunker",
+      consumer: INGEST_LANES.small.consumer,
+      filterSubject: INGEST_LANES.small.subject,
       concurrency: 2,
       ackWaitMs: 2000,
       maxDeliver: 3,
@@ -70,10 +77,11 @@ async function setup(t: { after(fn: () => Promise<void>): void }): Promise<Env> 
       ...overrides,
     }),
     publish: async (item) => {
-      await topology.js.publish(SUBJECTS.ingestWork, item instanceof Uint8Array ? item : encode(item));
+      await topology.js.publish(INGEST_LANES.small.subject, item instanceof Uint8Array ? item : encode(item));
     },
     pending: async () => (await topology.jsm.streams.info("INGEST")).state.messages,
   };
+  return env;
 }
 
 async function until(what: string, check: () => boolean | Promise<boolean>, timeoutMs = 20_000): Promise<void> {
@@ -97,8 +105,7 @@ async function deadLetterMessages(topology: Topology) {
 test("items are handled once each, acked, and leave the work queue", async (t) => {
   const env = await setup(t);
   const seen: string[] = [];
-  const queue = await runWorkQueue(env.options({ handle: async (item) => void seen.push(item.id) }));
-  t.after(() => queue.stop());
+  await env.start({ handle: async (item) => void seen.push(item.id) });
   for (const id of ["a", "b", "c", "d", "e"]) await env.publish({ id });
   await until("all handled", () => seen.length === 5);
   await until("queue empty", async () => (await env.pending()) === 0);
@@ -111,15 +118,12 @@ test("items are handled once each, acked, and leave the work queue", async (t) =
 test("a PermanentError dead-letters the item at once, with the reason, and removes it", async (t) => {
   const env = await setup(t);
   let calls = 0;
-  const queue = await runWorkQueue(
-    env.options({
-      handle: async () => {
-        calls++;
-        throw new PermanentError("nar.bad", "NAR hash mismatch: expected sha256:aaa, got sha256:bbb");
-      },
-    }),
-  );
-  t.after(() => queue.stop());
+  await env.start({
+    handle: async () => {
+      calls++;
+      throw new PermanentError("nar.bad", "NAR hash mismatch: expected sha256:aaa, got sha256:bbb");
+    },
+  });
   await env.publish({ id: "bad" });
   await until("dead-lettered", () => env.deadLetters.length === 1);
   await until("queue empty", async () => (await env.pending()) === 0);
@@ -138,8 +142,7 @@ test("a PermanentError dead-letters the item at once, with the reason, and remov
 test("an undecodable item is dead-lettered without calling the handler", async (t) => {
   const env = await setup(t);
   let calls = 0;
-  const queue = await runWorkQueue(env.options({ handle: async () => void calls++ }));
-  t.after(() => queue.stop());
+  await env.start({ handle: async () => void calls++ });
   await env.publish(new TextEncoder().encode("{not json"));
   await until("dead-lettered", () => env.deadLetters.length === 1);
   assert.equal(calls, 0);
@@ -154,16 +157,13 @@ test("a transient failure is retried and succeeds on the second delivery", async
   const env = await setup(t);
   const deliveries: number[] = [];
   let done = false;
-  const queue = await runWorkQueue(
-    env.options({
-      handle: async (_item, ctx) => {
-        deliveries.push(ctx.deliveryCount);
-        if (ctx.deliveryCount === 1) throw new Error("S3 timeout");
-        done = true;
-      },
-    }),
-  );
-  t.after(() => queue.stop());
+  await env.start({
+    handle: async (_item, ctx) => {
+      deliveries.push(ctx.deliveryCount);
+      if (ctx.deliveryCount === 1) throw new Error("S3 timeout");
+      done = true;
+    },
+  });
   await env.publish({ id: "flaky" });
   await until("succeeded", () => done);
   await until("queue empty", async () => (await env.pending()) === 0);
@@ -174,16 +174,13 @@ test("a transient failure is retried and succeeds on the second delivery", async
 test("an item that always fails transiently is dead-lettered after max_deliver", async (t) => {
   const env = await setup(t);
   const deliveries: number[] = [];
-  const queue = await runWorkQueue(
-    env.options({
-      maxDeliver: 3,
-      handle: async (_item, ctx) => {
-        deliveries.push(ctx.deliveryCount);
-        throw new Error("connection refused");
-      },
-    }),
-  );
-  t.after(() => queue.stop());
+  await env.start({
+    maxDeliver: 3,
+    handle: async (_item, ctx) => {
+      deliveries.push(ctx.deliveryCount);
+      throw new Error("connection refused");
+    },
+  });
   await env.publish({ id: "doomed" });
   await until("dead-lettered", () => env.deadLetters.length === 1);
   await until("queue empty", async () => (await env.pending()) === 0);
@@ -197,18 +194,15 @@ test("a handler that runs longer than ack_wait but heartbeats is not redelivered
   const env = await setup(t);
   const calls: WorkContext[] = [];
   let finished = false;
-  const queue = await runWorkQueue(
-    env.options({
-      ackWaitMs: 2000,
-      concurrency: 2, // a second slot is free to receive a redelivery, if there were one
-      handle: async (_item, ctx) => {
-        calls.push(ctx);
-        await sleep(5500); // 2.75 × ack_wait
-        finished = true;
-      },
-    }),
-  );
-  t.after(() => queue.stop());
+  await env.start({
+    ackWaitMs: 2000,
+    concurrency: 2, // a second slot is free to receive a redelivery, if there were one
+    handle: async (_item, ctx) => {
+      calls.push(ctx);
+      await sleep(5500); // 2.75 × ack_wait
+      finished = true;
+    },
+  });
   await env.publish({ id: "long" });
   await until("finished", () => finished, 15_000);
   await until("queue empty", async () => (await env.pending()) === 0);
@@ -321,17 +315,14 @@ test("a server crash mid-item: the item is still handled and acked after the res
   const calls: number[] = [];
   let release!: () => void;
   const released = new Promise<void>((resolve) => (release = resolve));
-  const queue = await runWorkQueue(
-    env.options({
-      concurrency: 1,
-      ackWaitMs: 2000,
-      handle: async (_item, ctx) => {
-        calls.push(ctx.deliveryCount);
-        if (calls.length === 1) await released;
-      },
-    }),
-  );
-  t.after(() => queue.stop());
+  await env.start({
+    concurrency: 1,
+    ackWaitMs: 2000,
+    handle: async (_item, ctx) => {
+      calls.push(ctx.deliveryCount);
+      if (calls.length === 1) await released;
+    },
+  });
   await env.publish({ id: "through-a-crash" });
   await until("in flight", () => calls.length === 1);
   await env.server.kill("SIGKILL");
@@ -352,14 +343,15 @@ test("the durable consumer is created with, and later follows, the configured ac
   const env = await setup(t);
   const first = await runWorkQueue(env.options({ ackWaitMs: 2000, maxDeliver: 3, handle: async () => {} }));
   await first.stop();
-  let c = (await env.topology.jsm.consumers.info("INGEST", "chunker")).config;
+  let c = (await env.topology.jsm.consumers.info("INGEST", INGEST_LANES.small.consumer)).config;
   assert.equal(c.ack_policy, "explicit");
+  assert.equal(c.filter_subject, INGEST_LANES.small.subject);
   assert.equal(c.ack_wait, nanos(2000));
   assert.equal(c.max_deliver, 3);
   assert.deepEqual(c.backoff, [nanos(2000), nanos(4000)]);
   const second = await runWorkQueue(env.options({ ackWaitMs: 3000, maxDeliver: 5, handle: async () => {} }));
   t.after(() => second.stop());
-  c = (await env.topology.jsm.consumers.info("INGEST", "chunker")).config;
+  c = (await env.topology.jsm.consumers.info("INGEST", INGEST_LANES.small.consumer)).config;
   assert.equal(c.ack_wait, nanos(3000));
   assert.equal(c.max_deliver, 5);
   assert.deepEqual(c.backoff, workBackoffMs(3000, 5).map((ms) => nanos(ms)));

@@ -5,7 +5,7 @@ import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { pathToFileURL } from "node:url";
-import { ChunkWorkerPool, chunkNar, type ChunkNarOptions, type ChunkedPiece } from "../../shared/chunk-pipeline.ts";
+import { ChunkWorkerPool, chunkNar, type ChunkNarOptions, type ChunkedPiece } from "../../shared/node/chunk-pipeline.ts";
 import { cidForBytes } from "../../shared/cid.ts";
 import { ConfigError, NixcasError } from "../../shared/errors.ts";
 import { chunkLengths, type ChunkerOptions } from "../../shared/fastcdc.ts";
@@ -150,27 +150,35 @@ test("a source error is a rejection of pieces and digest, with that error", asyn
   await assert.rejects(result.digest, boom);
 });
 
-test("a tap that throws fails the run and stops reading the source", async () => {
-  let read = 0;
-  let closed = false;
-  async function* source() {
+/**
+ * A source of `limit` (or endless) pseudo-random pieces of `pieceSize` bytes that counts the
+ * pieces it has been asked for (`read`) and notes when it is closed.
+ */
+function watchedSource(pieceSize: number, limit = Number.POSITIVE_INFINITY) {
+  const state = { read: 0, closed: false };
+  async function* pieces(): AsyncGenerator<Uint8Array> {
     try {
-      for (let i = 0; i < 1000; i++) {
-        read++;
-        yield randomBytes(65536, i);
+      for (let i = 0; i < limit; i++) {
+        state.read++;
+        yield randomBytes(pieceSize, i % 50);
       }
     } finally {
-      closed = true;
+      state.closed = true;
     }
   }
+  return { state, source: pieces() };
+}
+
+test("a tap that throws fails the run and stops reading the source", async () => {
+  const { state, source } = watchedSource(65536, 1000);
   const bad = new NixcasError("nar.syntax", "not a NAR");
-  const result = chunkNar(source(), { pool, tap: () => { if (read === 5) throw bad; } });
+  const result = chunkNar(source, { pool, tap: () => { if (state.read === 5) throw bad; } });
   await assert.rejects(async () => {
     for await (const _ of result.pieces);
   }, bad);
   await assert.rejects(result.digest, bad);
-  assert.ok(read < 10);
-  assert.ok(closed, "the source was closed");
+  assert.ok(state.read < 10);
+  assert.ok(state.closed, "the source was closed");
 });
 
 test("a worker that dies fails the run instead of hanging, and the pool replaces it", async () => {
@@ -220,31 +228,22 @@ test("an abort signal stops the run with its reason", async () => {
 });
 
 test("backpressure: an idle consumer stops the source; leaving the loop closes it", async () => {
-  let read = 0;
-  let closed = false;
-  async function* endless() {
-    try {
-      for (let i = 0; ; i++) {
-        read += 256 * 1024;
-        yield randomBytes(256 * 1024, i % 50);
-      }
-    } finally {
-      closed = true;
-    }
-  }
-  const result = chunkNar(endless(), { pool });
+  const pieceSize = 256 * 1024;
+  const { state, source } = watchedSource(pieceSize);
+  const result = chunkNar(source, { pool });
   const iterator = result.pieces[Symbol.asyncIterator]();
   await iterator.next();
   await new Promise((resolve) => setTimeout(resolve, 300));
-  const stalled = read;
+  const stalled = state.read;
   await new Promise((resolve) => setTimeout(resolve, 200));
-  assert.equal(read, stalled, "no more reads while nobody consumes");
+  assert.equal(state.read, stalled, "no more reads while nobody consumes");
   // In flight: 2 × threads + 2 batches of ~1.5 MiB, plus what the cutter holds.
-  assert.ok(read <= 16 * 1024 * 1024, `read ${read} bytes ahead of the consumer`);
+  const readBytes = state.read * pieceSize;
+  assert.ok(readBytes <= 16 * 1024 * 1024, `read ${readBytes} bytes ahead of the consumer`);
   await iterator.return!(undefined);
   await assert.rejects(result.digest, (err: unknown) => err instanceof NixcasError && err.code === "chunk.cancelled");
   await new Promise((resolve) => setTimeout(resolve, 50));
-  assert.ok(closed, "the source was closed");
+  assert.ok(state.closed, "the source was closed");
 });
 
 test("invalid options fail at once with a ConfigError", () => {

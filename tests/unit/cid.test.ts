@@ -10,6 +10,8 @@ import {
   cidForBytes,
   cidFromSha256,
   cidToNarHash,
+  hasSha256Multihash,
+  isBlockCid,
   narHashToCid,
   parseCid,
   sha256OfCid,
@@ -101,6 +103,22 @@ test("only sha256 NarHashes and CIDv1(raw, sha2-256) convert", () => {
   const v0 = parseCid("QmdfTbBqBPQ7VNxZEYEj14VmRuZBkqFbiwReogJgS1zR1n");
   assert.equal(v0.version, 0);
   rejectsWith(() => sha256OfCid(v0), "cid.version", /version 0; only CIDv1/);
+});
+
+test("block CIDs: CIDv1, a 32-byte sha2-256 multihash, codec raw or dag-cbor", () => {
+  const digest = new Uint8Array(32).fill(9);
+  for (const codec of [RAW_CODEC, DAG_CBOR_CODEC]) {
+    assert.ok(isBlockCid(cidFromSha256(digest, codec)));
+    assert.ok(hasSha256Multihash(cidFromSha256(digest, codec)));
+  }
+  const dagPb = CID.createV1(0x70, createDigest(0x12, digest));
+  assert.ok(hasSha256Multihash(dagPb) && !isBlockCid(dagPb), "codec dag-pb");
+  const sha512 = CID.createV1(RAW_CODEC, createDigest(0x13, new Uint8Array(64)));
+  assert.ok(!hasSha256Multihash(sha512) && !isBlockCid(sha512), "sha2-512");
+  const short = CID.createV1(RAW_CODEC, createDigest(0x12, new Uint8Array(20)));
+  assert.ok(!hasSha256Multihash(short) && !isBlockCid(short), "a 20-byte sha2-256 digest");
+  const v0 = parseCid("QmdfTbBqBPQ7VNxZEYEj14VmRuZBkqFbiwReogJgS1zR1n");
+  assert.ok(hasSha256Multihash(v0) && !isBlockCid(v0), "CIDv0");
 });
 
 test("parseCid: round trip, and a clear FormatError for what is not a CID", () => {

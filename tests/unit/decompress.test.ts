@@ -1,10 +1,10 @@
-// shared/decompress.ts against the real encoders (node:zlib and the system tools).
+// shared/node/decompress.ts against the real encoders (node:zlib and the system tools).
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { execFileSync, execSync } from "node:child_process";
 import { brotliCompressSync, gzipSync, zstdCompressSync } from "node:zlib";
 import { FormatError } from "../../shared/errors.ts";
-import { SUPPORTED_COMPRESSIONS, decompressStream } from "../../shared/decompress.ts";
+import { SUPPORTED_COMPRESSIONS, decompressStream } from "../../shared/node/decompress.ts";
 import { collectBytes, inPieces, narFromTree } from "../helpers/nar-trees.ts";
 
 const nar = narFromTree({ dir: { a: { pseudoRandom: 200_000, seed: 3 }, b: "hello\n".repeat(50_000), c: { symlink: "a" } } });

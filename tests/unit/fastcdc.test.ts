@@ -20,7 +20,7 @@ import { GEAR, MASKS, seededGear } from "../../shared/gear-table.ts";
 
 const IMAGE = readFileSync(new URL("../fixtures/fastcdc/SekienAkashita.jpg", import.meta.url));
 
-// The table of ../shared/testdata/fastcdc/README.md, row by row. Hashes are compared as BigInt,
+// The table of tests/fixtures/fastcdc/README.md, row by row. Hashes are compared as BigInt,
 // all 64 bits.
 const VECTORS: Array<{ options: ChunkerOptions; lengths: number[]; hashes: bigint[] }> = [
   {

@@ -39,7 +39,7 @@ test("unknown, missing and mistyped fields are rejected with their place", () =>
   // Nullable is not optional: the field must be there.
   const pathInfo = {
     storePath: "/nix/store/00000000000000000000000000000000-x", narHash: new Uint8Array(32), narSize: 0,
-    references: [], deriver: null, ca: null, sigs: [], manifest: fakeCid("m", 0x71), registered: 0, uploader: null,
+    references: [], deriver: null, ca: null, sigs: [], manifest: fakeCid("m", 0x71), registered: 0,
   };
   assert.ok(toTyped("PathInfo", pathInfo));
   const { deriver: _, ...noDeriver } = pathInfo;

@@ -1,29 +1,13 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { NarParser, bytesToByteString } from "../../shared/nar.ts";
-import {
-  NarListingBuilder,
-  equalNarListings,
-  formatNarListing,
-  narLayout,
-  narListing,
-  parseNarListing,
-  type NarListing,
-} from "../../shared/nar-listing.ts";
-import { VECTOR_DIR, VECTOR_FILE, VECTOR_SYMLINK, hex, inPieces, narFromTree, type Tree } from "../helpers/nar-trees.ts";
+import { bytesToByteString } from "../../shared/nar.ts";
+import { equalNarListings, formatNarListing, narLayout, narListing, parseNarListing } from "../../shared/nar-listing.ts";
+import { VECTOR_DIR, VECTOR_FILE, VECTOR_SYMLINK, hex, inPieces, listingOfNar, narFromTree, type Tree } from "../helpers/nar-trees.ts";
 
 const text = (b: Uint8Array) => Buffer.from(b).toString("latin1");
 const bytes = (s: string) => Uint8Array.from(Buffer.from(s, "latin1"));
 
-function listingOf(nar: Uint8Array): NarListing {
-  const builder = new NarListingBuilder();
-  const parser = new NarParser(builder);
-  parser.write(nar);
-  parser.end();
-  return builder.listing;
-}
-
-// §12.5 (d): the 7-entry directory with `B` before `a`. Offsets depend on names and sizes only.
+// docs/nix-protocol.md §12.5 (d): the 7-entry directory with `B` before `a`. Offsets depend on names and sizes only.
 const TREE_D: Tree = {
   dir: {
     empty: "",
@@ -59,14 +43,14 @@ const LS_ALL = hex(
 );
 
 test("format: byte for byte what Nix 2.8 writes", () => {
-  assert.equal(text(formatNarListing(listingOf(VECTOR_DIR.nar))), VECTOR_DIR.ls);
-  assert.equal(text(formatNarListing(listingOf(VECTOR_FILE.nar))), '{"version":1,"root":{"type":"regular","size":4,"narOffset":96}}');
-  assert.equal(text(formatNarListing(listingOf(VECTOR_SYMLINK.nar))), '{"version":1,"root":{"type":"symlink","target":"hello.txt"}}');
+  assert.equal(text(formatNarListing(listingOfNar(VECTOR_DIR.nar))), VECTOR_DIR.ls);
+  assert.equal(text(formatNarListing(listingOfNar(VECTOR_FILE.nar))), '{"version":1,"root":{"type":"regular","size":4,"narOffset":96}}');
+  assert.equal(text(formatNarListing(listingOfNar(VECTOR_SYMLINK.nar))), '{"version":1,"root":{"type":"symlink","target":"hello.txt"}}');
   const d = narFromTree(TREE_D);
   assert.equal(d.length, 1480);
-  assert.equal(text(formatNarListing(listingOf(d))), LS_D);
-  assert.deepEqual(formatNarListing(listingOf(narFromTree(TREE_ODD))), LS_ODD);
-  assert.deepEqual(formatNarListing(listingOf(narFromTree(TREE_ALL))), LS_ALL);
+  assert.equal(text(formatNarListing(listingOfNar(d))), LS_D);
+  assert.deepEqual(formatNarListing(listingOfNar(narFromTree(TREE_ODD))), LS_ODD);
+  assert.deepEqual(formatNarListing(listingOfNar(narFromTree(TREE_ALL))), LS_ALL);
 });
 
 test("narListing over an async source", async () => {
@@ -76,7 +60,7 @@ test("narListing over an async source", async () => {
 });
 
 test("names that look like integers keep NAR order (a Map, not an object)", () => {
-  const listing = listingOf(narFromTree({ dir: { "9": "", "10": "", a: "" } }));
+  const listing = listingOfNar(narFromTree({ dir: { "9": "", "10": "", a: "" } }));
   assert.equal(listing.root.type, "directory");
   if (listing.root.type !== "directory") return;
   assert.deepEqual([...listing.root.entries.keys()], ["10", "9", "a"]);
@@ -87,11 +71,11 @@ test("parse: 2.8's output round-trips, master's key order gives the same listing
   for (const ls of [bytes(VECTOR_DIR.ls), bytes(LS_D), LS_ODD, LS_ALL]) {
     assert.deepEqual(formatNarListing(parseNarListing(ls)), ls);
   }
-  assert.ok(equalNarListings(parseNarListing(LS_ODD), listingOf(narFromTree(TREE_ODD))));
+  assert.ok(equalNarListings(parseNarListing(LS_ODD), listingOfNar(narFromTree(TREE_ODD))));
   const master =
     '{"root":{"entries":{"a":{"executable":false,"narOffset":232,"size":1,"type":"regular"},"b":{"executable":true,"narOffset":456,"size":0,"type":"regular"},"c":{"target":"a","type":"symlink"},"d":{"entries":{},"type":"directory"}},"type":"directory"},"version":1}';
   const parsed = parseNarListing(bytes(master));
-  assert.ok(equalNarListings(parsed, listingOf(VECTOR_DIR.nar)));
+  assert.ok(equalNarListings(parsed, listingOfNar(VECTOR_DIR.nar)));
   assert.equal(text(formatNarListing(parsed)), VECTOR_DIR.ls);
   // Whitespace between tokens is JSON too.
   assert.ok(equalNarListings(parseNarListing(bytes(` {\n "version" : 1 , "root":{"type":"symlink","target":"a"}}\n`)), {
@@ -154,7 +138,7 @@ test("parse: strict about structure, names, order and offsets", () => {
 test("narLayout computes every offset and the NAR size from the listing alone", () => {
   for (const tree of [TREE_D, TREE_ODD, TREE_ALL, VECTOR_DIR.tree, VECTOR_FILE.tree, VECTOR_SYMLINK.tree]) {
     const nar = narFromTree(tree);
-    const listing = listingOf(nar);
+    const listing = listingOfNar(nar);
     const offsets: number[] = [];
     assert.equal(narLayout(listing.root, (node, at) => offsets.push(at - node.narOffset)), nar.length);
     assert.ok(offsets.every((d) => d === 0));
@@ -162,7 +146,7 @@ test("narLayout computes every offset and the NAR size from the listing alone", 
 });
 
 test("equalNarListings notices every difference", () => {
-  const a = listingOf(VECTOR_DIR.nar);
+  const a = listingOfNar(VECTOR_DIR.nar);
   const variants = [
     VECTOR_DIR.ls.replace('"size":1', '"size":2'), // same padded length: offsets stay
     VECTOR_DIR.ls.replace('"target":"a"', '"target":"b"'),
@@ -170,5 +154,5 @@ test("equalNarListings notices every difference", () => {
   ];
   assert.ok(equalNarListings(a, parseNarListing(bytes(VECTOR_DIR.ls))));
   for (const v of variants) assert.ok(!equalNarListings(a, parseNarListing(bytes(v))), v);
-  assert.ok(!equalNarListings(a, listingOf(narFromTree({ dir: { a: "x", b: { file: "", executable: true }, c: { symlink: "a" } } }))));
+  assert.ok(!equalNarListings(a, listingOfNar(narFromTree({ dir: { a: "x", b: { file: "", executable: true }, c: { symlink: "a" } } }))));
 });

@@ -89,13 +89,13 @@ const DIR_TRACE = [
   "size 864",
 ];
 
-test("§12.5 vectors: events, offsets and sizes", () => {
+test("docs/nix-protocol.md §12.5 vectors: events, offsets and sizes", () => {
   assert.deepEqual(trace(VECTOR_FILE.nar), ["file / x=false size=4 narOffset=96 @24", "data / 6465700a", "size 120"]);
   assert.deepEqual(trace(VECTOR_DIR.nar), DIR_TRACE);
   assert.deepEqual(trace(VECTOR_SYMLINK.nar), ["link / -> hello.txt", "size 128"]);
 });
 
-test("the test helper writes the §12.5 vectors byte for byte", () => {
+test("the test helper writes the docs/nix-protocol.md §12.5 vectors byte for byte", () => {
   for (const v of [VECTOR_FILE, VECTOR_DIR, VECTOR_SYMLINK]) assert.deepEqual(narFromTree(v.tree), v.nar);
 });
 

@@ -6,7 +6,8 @@ import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
-import { NarEventWriter, NarOutput, dumpPath } from "../../shared/nar-writer.ts";
+import { NarEventWriter, NarOutput } from "../../shared/nar-writer.ts";
+import { dumpPath } from "../../shared/node/nar-dump.ts";
 import { NarParser } from "../../shared/nar.ts";
 import {
   VECTOR_DIR,
@@ -35,7 +36,7 @@ async function dumpTree(dir: string, name: string, tree: Tree): Promise<Uint8Arr
   return collectBytes(dumpPath(join(dir, name)));
 }
 
-test("dumpPath writes the §12.5 vectors", () =>
+test("dumpPath writes the docs/nix-protocol.md §12.5 vectors", () =>
   withTmp(async (dir) => {
     assert.deepEqual(await dumpTree(dir, "file", VECTOR_FILE.tree), VECTOR_FILE.nar);
     assert.deepEqual(await dumpTree(dir, "vec", VECTOR_DIR.tree), VECTOR_DIR.nar);

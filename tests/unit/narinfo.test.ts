@@ -1,6 +1,8 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { FormatError } from "../../shared/errors.ts";
+import { assertFormatError } from "../helpers/format-error.ts";
+import { INPUT_ADDRESSED_NARINFO } from "../helpers/narinfo-vectors.ts";
 import { formatHash, hashEquals, parseHash } from "../../shared/hash.ts";
 import {
   NARINFO_MAX_BYTES,
@@ -10,11 +12,7 @@ import {
   type NarInfo,
 } from "../../shared/narinfo.ts";
 
-function assertCode(fn: () => unknown, code: string) {
-  assert.throws(fn, (err: unknown) => err instanceof FormatError && err.code === code, `expected ${code}`);
-}
-
-// nix-protocol.md §12.5(b): what Nix 2.8 wrote with compression=none (note `References: `).
+// docs/nix-protocol.md §12.5 (b): what Nix 2.8 wrote with compression=none (note `References: `).
 const VEC = `StorePath: /nix/store/mmhy4gyimnl2vkfi4z575rd3g2ymw14q-vec
 URL: nar/1iiq4mci485pcp1lzfn06qh9gmrjwv7qripsdi0fdvx0snjfdlvi.nar
 Compression: none
@@ -27,20 +25,7 @@ Sig: test-cache-1:+gxrW5SBeDDzRcYK75P/Gs1UdQbF7mjRSVauTYvRVdttaFXpmyKDID6jEGL3zQ
 CA: fixed:r:sha256:1iiq4mci485pcp1lzfn06qh9gmrjwv7qripsdi0fdvx0snjfdlvi
 `;
 
-// §3.3: Nix 2.8's `nix copy --to http://…?secret-key=…` output for an input-addressed path.
-const IA = `StorePath: /nix/store/hx5chsx6691x69ldaiwc2c7rgbviyc7n-ia-out
-URL: nar/13kvbmwxfd0k5ykry4bcx7544ylhs87lc0b6hh2mzs06wyrpyxgq.nar.xz
-Compression: xz
-FileHash: sha256:13kvbmwxfd0k5ykry4bcx7544ylhs87lc0b6hh2mzs06wyrpyxgq
-FileSize: 212
-NarHash: sha256:1l2ipyxh08xmncgjadq0g5nwbif0lmyg4khbdms3h4cjdzrwhnpl
-NarSize: 216
-References: 33zwxgfdx6cny1ixdh53am2qm4hxpf6f-refs.txt b59a4a3c5r11xknb413jqv64rzga2rmx-dir
-Deriver: p92h32l8czl187xfm5pwc8939as56xji-ia-out.drv
-Sig: test-cache-1:5plCiTapQZDLsOfyXjGDCnDKm++lmK1TFBkdnuJyc9+pQ7otjB5Na6/Tp8rkZhA2LjAjyglplwqo9ecBuE3XDw==
-`;
-
-test("§12.5 narinfo parses into its fields and round-trips exactly", () => {
+test("docs/nix-protocol.md §12.5 (b) narinfo parses into its fields and round-trips exactly", () => {
   const info = parseNarInfo(VEC);
   assert.equal(info.storePath, "/nix/store/mmhy4gyimnl2vkfi4z575rd3g2ymw14q-vec");
   assert.equal(info.url, "nar/1iiq4mci485pcp1lzfn06qh9gmrjwv7qripsdi0fdvx0snjfdlvi.nar");
@@ -57,11 +42,11 @@ test("§12.5 narinfo parses into its fields and round-trips exactly", () => {
   assert.equal(formatNarInfo(info), VEC);
 });
 
-test("§3.3 narinfo (references, deriver) round-trips exactly", () => {
-  const info = parseNarInfo(IA);
+test("docs/nix-protocol.md §3.3 narinfo (references, deriver) round-trips exactly", () => {
+  const info = parseNarInfo(INPUT_ADDRESSED_NARINFO);
   assert.deepEqual(info.references, ["33zwxgfdx6cny1ixdh53am2qm4hxpf6f-refs.txt", "b59a4a3c5r11xknb413jqv64rzga2rmx-dir"]);
   assert.equal(info.deriver, "p92h32l8czl187xfm5pwc8939as56xji-ia-out.drv");
-  assert.equal(formatNarInfo(info), IA);
+  assert.equal(formatNarInfo(info), INPUT_ADDRESSED_NARINFO);
 });
 
 function lines(text: string): string[] {
@@ -77,38 +62,38 @@ function replace(text: string, key: string, value: string): string {
   return unlines(lines(text).map((l) => (l.startsWith(`${key}:`) ? `${key}: ${value}` : l)));
 }
 
-// §12.6 "Accepted" list: each variant parses to the same data as the canonical file.
+// docs/nix-protocol.md §12.6, "Accepted by 2.8": each variant parses to the same data as the canonical file.
 test("variants Nix 2.8 accepts are accepted and normalised", () => {
-  const canonical = parseNarInfo(IA);
+  const canonical = parseNarInfo(INPUT_ADDRESSED_NARINFO);
   const narHashDigest = parseHash("sha256:1l2ipyxh08xmncgjadq0g5nwbif0lmyg4khbdms3h4cjdzrwhnpl");
-  const reordered = unlines([...lines(IA)].reverse());
+  const reordered = unlines([...lines(INPUT_ADDRESSED_NARINFO)].reverse());
   const variants: Record<string, string> = {
     reordered,
-    "NarHash in hex": replace(IA, "NarHash", formatHash(narHashDigest, "base16")),
-    "NarHash as SRI": replace(IA, "NarHash", formatHash(narHashDigest, "sri")),
-    "NarHash as sha256:base64": replace(IA, "NarHash", formatHash(narHashDigest, "base64")),
-    "References unsorted, doubled spaces": replace(IA, "References", "b59a4a3c5r11xknb413jqv64rzga2rmx-dir  33zwxgfdx6cny1ixdh53am2qm4hxpf6f-refs.txt"),
-    "references repeated": replace(IA, "References", "b59a4a3c5r11xknb413jqv64rzga2rmx-dir 33zwxgfdx6cny1ixdh53am2qm4hxpf6f-refs.txt b59a4a3c5r11xknb413jqv64rzga2rmx-dir"),
-    "Sig repeated": IA + lines(IA).find((l) => l.startsWith("Sig:")) + "\n",
+    "NarHash in hex": replace(INPUT_ADDRESSED_NARINFO, "NarHash", formatHash(narHashDigest, "base16")),
+    "NarHash as SRI": replace(INPUT_ADDRESSED_NARINFO, "NarHash", formatHash(narHashDigest, "sri")),
+    "NarHash as sha256:base64": replace(INPUT_ADDRESSED_NARINFO, "NarHash", formatHash(narHashDigest, "base64")),
+    "References unsorted, doubled spaces": replace(INPUT_ADDRESSED_NARINFO, "References", "b59a4a3c5r11xknb413jqv64rzga2rmx-dir  33zwxgfdx6cny1ixdh53am2qm4hxpf6f-refs.txt"),
+    "references repeated": replace(INPUT_ADDRESSED_NARINFO, "References", "b59a4a3c5r11xknb413jqv64rzga2rmx-dir 33zwxgfdx6cny1ixdh53am2qm4hxpf6f-refs.txt b59a4a3c5r11xknb413jqv64rzga2rmx-dir"),
+    "Sig repeated": INPUT_ADDRESSED_NARINFO + lines(INPUT_ADDRESSED_NARINFO).find((l) => l.startsWith("Sig:")) + "\n",
   };
   for (const [what, text] of Object.entries(variants)) {
     assert.deepEqual(parseNarInfo(text), canonical, what);
-    assert.equal(formatNarInfo(parseNarInfo(text)), IA, what);
+    assert.equal(formatNarInfo(parseNarInfo(text)), INPUT_ADDRESSED_NARINFO, what);
   }
   // FileHash/FileSize/Deriver missing: they stay absent and are not written.
-  const bare = without(without(without(IA, "FileHash"), "FileSize"), "Deriver");
+  const bare = without(without(without(INPUT_ADDRESSED_NARINFO, "FileHash"), "FileSize"), "Deriver");
   const info = parseNarInfo(bare);
   assert.equal(info.fileHash, undefined);
   assert.equal(info.fileSize, undefined);
   assert.equal(info.deriver, undefined);
   assert.equal(formatNarInfo(info), bare);
-  assert.equal(parseNarInfo(replace(IA, "Deriver", "unknown-deriver")).deriver, undefined);
+  assert.equal(parseNarInfo(replace(INPUT_ADDRESSED_NARINFO, "Deriver", "unknown-deriver")).deriver, undefined);
   // URL with a query string, every compression Nix knows.
-  assert.equal(parseNarInfo(replace(IA, "URL", "nar/x.nar.xz?token=a=b&c")).url, "nar/x.nar.xz?token=a=b&c");
-  for (const c of ["zstd", "gzip", "bzip2", "br", "none", "xz"]) assert.equal(parseNarInfo(replace(IA, "Compression", c)).compression, c);
+  assert.equal(parseNarInfo(replace(INPUT_ADDRESSED_NARINFO, "URL", "nar/x.nar.xz?token=a=b&c")).url, "nar/x.nar.xz?token=a=b&c");
+  for (const c of ["zstd", "gzip", "bzip2", "br", "none", "xz"]) assert.equal(parseNarInfo(replace(INPUT_ADDRESSED_NARINFO, "Compression", c)).compression, c);
   // Compression missing or empty means bzip2, as in Nix; it is then written explicitly.
-  assert.equal(parseNarInfo(without(IA, "Compression")).compression, "bzip2");
-  assert.equal(parseNarInfo(replace(IA, "Compression", "")).compression, "bzip2");
+  assert.equal(parseNarInfo(without(INPUT_ADDRESSED_NARINFO, "Compression")).compression, "bzip2");
+  assert.equal(parseNarInfo(replace(INPUT_ADDRESSED_NARINFO, "Compression", "")).compression, "bzip2");
   // CA given with a hex hash is normalised to nix32.
   const hexCa = `fixed:r:${formatHash(parseHash("sha256:1iiq4mci485pcp1lzfn06qh9gmrjwv7qripsdi0fdvx0snjfdlvi"), "base16")}`;
   assert.equal(parseNarInfo(replace(VEC, "CA", hexCa)).ca, "fixed:r:sha256:1iiq4mci485pcp1lzfn06qh9gmrjwv7qripsdi0fdvx0snjfdlvi");
@@ -117,52 +102,52 @@ test("variants Nix 2.8 accepts are accepted and normalised", () => {
 });
 
 test("System is kept in its 2.8 place; unknown keys are kept and written last", () => {
-  const text = IA.replace("NarSize: 216\n", "NarSize: 216\nFoo: bar baz\n").replace("Deriver:", "System: x86_64-linux\nX-Empty: \nDeriver:");
+  const text = INPUT_ADDRESSED_NARINFO.replace("NarSize: 216\n", "NarSize: 216\nFoo: bar baz\n").replace("Deriver:", "System: x86_64-linux\nX-Empty: \nDeriver:");
   const info = parseNarInfo(text);
   assert.equal(info.system, "x86_64-linux");
   assert.deepEqual(info.extra, [["Foo", "bar baz"], ["X-Empty", ""]]);
   const out = formatNarInfo(info);
-  assert.equal(out, IA.replace("Sig:", "System: x86_64-linux\nSig:") + "Foo: bar baz\nX-Empty: \n");
+  assert.equal(out, INPUT_ADDRESSED_NARINFO.replace("Sig:", "System: x86_64-linux\nSig:") + "Foo: bar baz\nX-Empty: \n");
   assert.deepEqual(parseNarInfo(out), info);
 });
 
-// §12.6 "Rejected" (those about the text) and §3.1's rules.
+// docs/nix-protocol.md §12.6, "Refused by 2.8" (those about the text), and the rules of §3.1.
 test("CRLF line ends are rejected", () => {
-  assertCode(() => parseNarInfo(IA.replaceAll("\n", "\r\n")), "narinfo.crlf");
-  assertCode(() => parseNarInfo(IA.replace("Compression: xz\n", "Compression: xz\r\n")), "narinfo.crlf");
-  assert.throws(() => parseNarInfo(IA.replace("Compression: xz\n", "Compression: xz\r\n")), /line 3/);
+  assertFormatError(() => parseNarInfo(INPUT_ADDRESSED_NARINFO.replaceAll("\n", "\r\n")), "narinfo.crlf");
+  assertFormatError(() => parseNarInfo(INPUT_ADDRESSED_NARINFO.replace("Compression: xz\n", "Compression: xz\r\n")), "narinfo.crlf");
+  assert.throws(() => parseNarInfo(INPUT_ADDRESSED_NARINFO.replace("Compression: xz\n", "Compression: xz\r\n")), /line 3/);
 });
 
 test("a missing final newline is rejected", () => {
-  assertCode(() => parseNarInfo(IA.slice(0, -1)), "narinfo.final-newline");
-  assertCode(() => parseNarInfo(""), "narinfo.empty");
+  assertFormatError(() => parseNarInfo(INPUT_ADDRESSED_NARINFO.slice(0, -1)), "narinfo.final-newline");
+  assertFormatError(() => parseNarInfo(""), "narinfo.empty");
 });
 
 test("`Key:value` and `References:` without the space are rejected", () => {
-  assertCode(() => parseNarInfo(IA.replace("URL: ", "URL:")), "narinfo.separator");
-  assertCode(() => parseNarInfo(VEC.replace("References: \n", "References:\n")), "narinfo.separator");
+  assertFormatError(() => parseNarInfo(INPUT_ADDRESSED_NARINFO.replace("URL: ", "URL:")), "narinfo.separator");
+  assertFormatError(() => parseNarInfo(VEC.replace("References: \n", "References:\n")), "narinfo.separator");
   assert.throws(() => parseNarInfo(VEC.replace("References: \n", "References:\n")), /'References: '/);
-  assertCode(() => parseNarInfo(IA + "\n"), "narinfo.separator");
-  assertCode(() => parseNarInfo(IA + "no colon here\n"), "narinfo.separator");
-  assertCode(() => parseNarInfo(IA + ": value\n"), "narinfo.key");
-  assertCode(() => parseNarInfo(IA + "Bad Key: value\n"), "narinfo.key");
+  assertFormatError(() => parseNarInfo(INPUT_ADDRESSED_NARINFO + "\n"), "narinfo.separator");
+  assertFormatError(() => parseNarInfo(INPUT_ADDRESSED_NARINFO + "no colon here\n"), "narinfo.separator");
+  assertFormatError(() => parseNarInfo(INPUT_ADDRESSED_NARINFO + ": value\n"), "narinfo.key");
+  assertFormatError(() => parseNarInfo(INPUT_ADDRESSED_NARINFO + "Bad Key: value\n"), "narinfo.key");
 });
 
 test("duplicate keys are rejected (CA, References and every other single key); Sig may repeat", () => {
-  assertCode(() => parseNarInfo(VEC + "CA: fixed:r:sha256:1iiq4mci485pcp1lzfn06qh9gmrjwv7qripsdi0fdvx0snjfdlvi\n"), "narinfo.duplicate");
-  assertCode(() => parseNarInfo(IA + "References: b59a4a3c5r11xknb413jqv64rzga2rmx-dir\n"), "narinfo.duplicate");
-  assertCode(() => parseNarInfo(IA + "StorePath: /nix/store/hx5chsx6691x69ldaiwc2c7rgbviyc7n-ia-out\n"), "narinfo.duplicate");
-  assertCode(() => parseNarInfo(IA + "NarSize: 216\n"), "narinfo.duplicate");
-  assert.throws(() => parseNarInfo(IA + "NarSize: 216\n"), /lines 7 and 11/);
+  assertFormatError(() => parseNarInfo(VEC + "CA: fixed:r:sha256:1iiq4mci485pcp1lzfn06qh9gmrjwv7qripsdi0fdvx0snjfdlvi\n"), "narinfo.duplicate");
+  assertFormatError(() => parseNarInfo(INPUT_ADDRESSED_NARINFO + "References: b59a4a3c5r11xknb413jqv64rzga2rmx-dir\n"), "narinfo.duplicate");
+  assertFormatError(() => parseNarInfo(INPUT_ADDRESSED_NARINFO + "StorePath: /nix/store/hx5chsx6691x69ldaiwc2c7rgbviyc7n-ia-out\n"), "narinfo.duplicate");
+  assertFormatError(() => parseNarInfo(INPUT_ADDRESSED_NARINFO + "NarSize: 216\n"), "narinfo.duplicate");
+  assert.throws(() => parseNarInfo(INPUT_ADDRESSED_NARINFO + "NarSize: 216\n"), /lines 7 and 11/);
 });
 
 test("required fields", () => {
-  assertCode(() => parseNarInfo(without(IA, "StorePath")), "narinfo.missing-field");
-  assertCode(() => parseNarInfo(without(IA, "NarHash")), "narinfo.missing-field");
-  assertCode(() => parseNarInfo(without(IA, "URL")), "narinfo.missing-field");
-  assertCode(() => parseNarInfo(without(IA, "NarSize")), "narinfo.missing-field");
-  assertCode(() => parseNarInfo(replace(IA, "URL", "")), "narinfo.url");
-  assertCode(() => parseNarInfo(replace(IA, "NarSize", "0")), "narinfo.nar-size");
+  assertFormatError(() => parseNarInfo(without(INPUT_ADDRESSED_NARINFO, "StorePath")), "narinfo.missing-field");
+  assertFormatError(() => parseNarInfo(without(INPUT_ADDRESSED_NARINFO, "NarHash")), "narinfo.missing-field");
+  assertFormatError(() => parseNarInfo(without(INPUT_ADDRESSED_NARINFO, "URL")), "narinfo.missing-field");
+  assertFormatError(() => parseNarInfo(without(INPUT_ADDRESSED_NARINFO, "NarSize")), "narinfo.missing-field");
+  assertFormatError(() => parseNarInfo(replace(INPUT_ADDRESSED_NARINFO, "URL", "")), "narinfo.url");
+  assertFormatError(() => parseNarInfo(replace(INPUT_ADDRESSED_NARINFO, "NarSize", "0")), "narinfo.nar-size");
 });
 
 test("every field's value is validated", () => {
@@ -190,46 +175,46 @@ test("every field's value is validated", () => {
     ["Sig", "test-cache-1:5plCiTapQZDLsOfyXjGDCnDKm++lmK1TFBkdnuJyc9+pQ7otjB5Na6/Tp8rkZhA2LjAjygl==", "narinfo.sig"],
     ["Sig", "", "narinfo.sig"],
   ];
-  for (const [key, value, code] of bad) assertCode(() => parseNarInfo(replace(IA, key, value)), code);
-  assertCode(() => parseNarInfo(VEC.replace("CA: fixed:r:sha256:", "CA: fixed:r:sha3:")), "narinfo.ca");
-  assertCode(() => parseNarInfo(VEC.replace("CA: fixed:r:", "CA: source:")), "narinfo.ca");
-  assertCode(() => parseNarInfo(IA + "Foo: a\tb\n"), "narinfo.control-char");
-  assertCode(() => parseNarInfo(IA.replace("xz\n", "xz\0\n")), "narinfo.control-char");
+  for (const [key, value, code] of bad) assertFormatError(() => parseNarInfo(replace(INPUT_ADDRESSED_NARINFO, key, value)), code);
+  assertFormatError(() => parseNarInfo(VEC.replace("CA: fixed:r:sha256:", "CA: fixed:r:sha3:")), "narinfo.ca");
+  assertFormatError(() => parseNarInfo(VEC.replace("CA: fixed:r:", "CA: source:")), "narinfo.ca");
+  assertFormatError(() => parseNarInfo(INPUT_ADDRESSED_NARINFO + "Foo: a\tb\n"), "narinfo.control-char");
+  assertFormatError(() => parseNarInfo(INPUT_ADDRESSED_NARINFO.replace("xz\n", "xz\0\n")), "narinfo.control-char");
   // The cause keeps the precise code of the inner parser.
   assert.throws(
-    () => parseNarInfo(replace(IA, "StorePath", "/nix/store/hx5chsx6691x69ldaiwc2c7rgbviyc7n-ia out")),
+    () => parseNarInfo(replace(INPUT_ADDRESSED_NARINFO, "StorePath", "/nix/store/hx5chsx6691x69ldaiwc2c7rgbviyc7n-ia out")),
     (err: FormatError) => (err.cause as FormatError).code === "store-path.name-char" && /line 1 \(StorePath\)/.test(err.message),
   );
 });
 
 test("other store dirs", () => {
-  const gnu = IA.replace("/nix/store/", "/gnu/store/");
+  const gnu = INPUT_ADDRESSED_NARINFO.replace("/nix/store/", "/gnu/store/");
   assert.equal(parseNarInfo(gnu, { storeDir: "/gnu/store" }).storePath, "/gnu/store/hx5chsx6691x69ldaiwc2c7rgbviyc7n-ia-out");
-  assertCode(() => parseNarInfo(gnu), "narinfo.store-path");
+  assertFormatError(() => parseNarInfo(gnu), "narinfo.store-path");
 });
 
 test("limits", () => {
-  assertCode(() => parseNarInfo(IA + `Foo: ${"x".repeat(NARINFO_MAX_BYTES)}\n`), "narinfo.too-large");
-  assertCode(() => parseNarInfo(IA + `Foo: ${"x".repeat(5000)}\n`), "narinfo.extra");
-  assertCode(() => parseNarInfo(IA + Array.from({ length: 65 }, (_, i) => `X${i}: y\n`).join("")), "narinfo.extra");
+  assertFormatError(() => parseNarInfo(INPUT_ADDRESSED_NARINFO + `Foo: ${"x".repeat(NARINFO_MAX_BYTES)}\n`), "narinfo.too-large");
+  assertFormatError(() => parseNarInfo(INPUT_ADDRESSED_NARINFO + `Foo: ${"x".repeat(5000)}\n`), "narinfo.extra");
+  assertFormatError(() => parseNarInfo(INPUT_ADDRESSED_NARINFO + Array.from({ length: 65 }, (_, i) => `X${i}: y\n`).join("")), "narinfo.extra");
   const many = Array.from({ length: NARINFO_MAX_REFERENCES + 1 }, (_, i) => `b59a4a3c5r11xknb413jqv64rzga2rmx-r${i}`).join(" ");
-  assertCode(() => parseNarInfo(replace(IA, "References", many)), "narinfo.references");
+  assertFormatError(() => parseNarInfo(replace(INPUT_ADDRESSED_NARINFO, "References", many)), "narinfo.references");
   // A realistic big one (5000 references) is fine.
   const big = Array.from({ length: 5000 }, (_, i) => `b59a4a3c5r11xknb413jqv64rzga2rmx-python3.12-package-${i}`).join(" ");
-  assert.equal(parseNarInfo(replace(IA, "References", big)).references.length, 5000);
+  assert.equal(parseNarInfo(replace(INPUT_ADDRESSED_NARINFO, "References", big)).references.length, 5000);
 });
 
 test("formatNarInfo sorts what it is given, writes FileHash/FileSize only when known, refuses corrupt values", () => {
-  const info: NarInfo = parseNarInfo(IA);
+  const info: NarInfo = parseNarInfo(INPUT_ADDRESSED_NARINFO);
   const shuffled: NarInfo = { ...info, references: [...info.references].reverse(), sigs: ["z:" + "A".repeat(86) + "==", ...info.sigs] };
   const out = formatNarInfo(shuffled);
   assert.ok(out.includes(`References: ${info.references.join(" ")}\n`));
   assert.ok(out.indexOf("Sig: test-cache-1:") < out.indexOf("Sig: z:"));
   const { fileHash: _h, fileSize: _s, ...noFile } = info;
   assert.ok(!formatNarInfo(noFile).includes("File"));
-  assertCode(() => formatNarInfo({ ...info, url: "a\nb" }), "narinfo.control-char");
-  assertCode(() => formatNarInfo({ ...info, url: "" }), "narinfo.url");
-  assertCode(() => formatNarInfo({ ...info, narSize: 0 }), "narinfo.nar-size");
-  assertCode(() => formatNarInfo({ ...info, narHash: parseHash("sha1:kpcd173cq987hw957sx6m0868wv3x6d9") }), "narinfo.nar-hash");
-  assertCode(() => formatNarInfo({ ...info, extra: [["A: b\nStorePath", "x"]] }), "narinfo.key");
+  assertFormatError(() => formatNarInfo({ ...info, url: "a\nb" }), "narinfo.control-char");
+  assertFormatError(() => formatNarInfo({ ...info, url: "" }), "narinfo.url");
+  assertFormatError(() => formatNarInfo({ ...info, narSize: 0 }), "narinfo.nar-size");
+  assertFormatError(() => formatNarInfo({ ...info, narHash: parseHash("sha1:kpcd173cq987hw957sx6m0868wv3x6d9") }), "narinfo.nar-hash");
+  assertFormatError(() => formatNarInfo({ ...info, extra: [["A: b\nStorePath", "x"]] }), "narinfo.key");
 });

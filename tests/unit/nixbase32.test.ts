@@ -1,13 +1,13 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { createHash, randomBytes } from "node:crypto";
-import { FormatError } from "../../shared/errors.ts";
+import { assertFormatError } from "../helpers/format-error.ts";
 import { decodeNixBase32, encodeNixBase32, isNixBase32, nixBase32Length } from "../../shared/nixbase32.ts";
 
 const hex = (h: string) => new Uint8Array(Buffer.from(h, "hex"));
 const digest = (algo: string, s: string) => new Uint8Array(createHash(algo).update(s).digest());
 
-// nix-protocol.md §12.1
+// docs/nix-protocol.md §12.1
 const VECTORS: Array<[string, Uint8Array, string]> = [
   ['sha256("abc")', hex("ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"), "1b8m03r63zqhnjf7l5wnldhh7c134ap5vpj0850ymkq1iyzicy5s"],
   ['sha256("")', digest("sha256", ""), "0mdqa9w1p6cmli6976v4wi0sw9r4p5prkj7lzfd1877wk11c9c73"],
@@ -28,7 +28,7 @@ for (const [what, bytes, nix32] of VECTORS) {
   });
 }
 
-test("sha256 digest of '(...)' encodes to the CA of the test path n5wkd9…-foo (§12.1)", () => {
+test("sha256 digest of '(...)' encodes to the CA of the test path n5wkd9…-foo (docs/nix-protocol.md §12.1)", () => {
   // The vector gives only the nix32; it must at least decode and re-encode unchanged.
   const s = "1lr187v6dck1rjh2j6svpikcfz53wyl3qrlcbb405zlh13x0khhh";
   assert.equal(encodeNixBase32(decodeNixBase32(s, 32)), s);
@@ -56,7 +56,7 @@ test("random round trips of every length 1..70", () => {
   }
 });
 
-test("agrees with the little-endian BigInt definition (§4.1)", () => {
+test("agrees with the little-endian BigInt definition (docs/nix-protocol.md §4.1)", () => {
   const A = "0123456789abcdfghijklmnpqrsvwxyz";
   for (const len of [1, 2, 5, 16, 20, 32, 64]) {
     const bytes = new Uint8Array(randomBytes(len));
@@ -68,29 +68,25 @@ test("agrees with the little-endian BigInt definition (§4.1)", () => {
   }
 });
 
-function assertCode(fn: () => unknown, code: string) {
-  assert.throws(fn, (err: unknown) => err instanceof FormatError && err.code === code);
-}
-
 test("decode rejects bad characters (e, o, u, t, upper case, non-ASCII)", () => {
   const good = "1b8m03r63zqhnjf7l5wnldhh7c134ap5vpj0850ymkq1iyzicy5s";
   for (const bad of ["e", "o", "u", "t", "A", "é", "-"]) {
-    assertCode(() => decodeNixBase32(bad + good.slice(1), 32), "nixbase32.char");
+    assertFormatError(() => decodeNixBase32(bad + good.slice(1), 32), "nixbase32.char");
   }
   assert.ok(!isNixBase32("abcE"));
 });
 
 test("decode rejects a wrong length", () => {
-  assertCode(() => decodeNixBase32("7z", 2), "nixbase32.length");
-  assertCode(() => decodeNixBase32("00h1", 1), "nixbase32.length");
-  assertCode(() => decodeNixBase32("", 1), "nixbase32.length");
+  assertFormatError(() => decodeNixBase32("7z", 2), "nixbase32.length");
+  assertFormatError(() => decodeNixBase32("00h1", 1), "nixbase32.length");
+  assertFormatError(() => decodeNixBase32("", 1), "nixbase32.length");
 });
 
 test("decode rejects non-zero overflow bits (a second spelling of the same bytes)", () => {
   // One byte needs 8 of the 10 bits two characters carry: '7z' = 0xff; '8z' would need bit 8.
-  assertCode(() => decodeNixBase32("8z", 1), "nixbase32.overflow");
+  assertFormatError(() => decodeNixBase32("8z", 1), "nixbase32.overflow");
   // sha256: 52 chars = 260 bits for 256; the first char carries 1 bit, so only '0' or '1'.
   const good = "1b8m03r63zqhnjf7l5wnldhh7c134ap5vpj0850ymkq1iyzicy5s";
-  assertCode(() => decodeNixBase32("2" + good.slice(1), 32), "nixbase32.overflow");
+  assertFormatError(() => decodeNixBase32("2" + good.slice(1), 32), "nixbase32.overflow");
   assert.doesNotThrow(() => decodeNixBase32("0" + good.slice(1), 32));
 });

@@ -21,7 +21,6 @@ const valid = (): PathInfo => ({
   sigs: ["cache.example.org-1:" + Buffer.alloc(64, 7).toString("base64")],
   manifest: cid("manifest"),
   registered: 1_700_000_000_000,
-  uploader: "ci",
 });
 
 function sameInfo(a: PathInfo, b: PathInfo) {
@@ -38,7 +37,7 @@ test("PathInfo round trip", () => {
   // The CID depends only on the content.
   assert.ok(encodePathInfo(valid()).cid.equals(block.cid));
 
-  const minimal: PathInfo = { ...valid(), references: [], deriver: null, sigs: [], uploader: null, narSize: 0,
+  const minimal: PathInfo = { ...valid(), references: [], deriver: null, sigs: [], narSize: 0,
     ca: "fixed:r:sha256:1b8m03r63zqhnjf7l5wnldhh7c134ap5vpj0850ymkq1iyzicy5s" };
   sameInfo(decodePathInfo(encodePathInfo(minimal).bytes), minimal);
 });
@@ -67,7 +66,6 @@ test("invalid PathInfo values are refused on encode, with the field named", () =
     ["sigs", { sigs: ["nokey"] }],
     ["sigs", { sigs: ["k:AAAA", "k:AAAA"] }],
     ["manifest", { manifest: cid("m", 0x55) }],
-    ["uploader", { uploader: "" }],
   ];
   for (const [field, change] of cases) {
     assert.throws(() => encodePathInfo({ ...valid(), ...change } as PathInfo), (e: FormatError) =>
@@ -76,6 +74,9 @@ test("invalid PathInfo values are refused on encode, with the field named", () =
   // Shape errors are the schema's.
   assert.throws(() => encodePathInfo({ ...valid(), extra: 1 } as PathInfo), (e: FormatError) =>
     e.code === "ipld.schema" && /unknown field "extra"/.test(e.message));
+  // The field the PathInfo once had (always null) is never written again.
+  assert.throws(() => encodePathInfo({ ...valid(), uploader: null } as PathInfo), (e: FormatError) =>
+    e.code === "path-info.uploader" && /"uploader" of nixcas 0.1.0 is read, never written/.test(e.message));
 });
 
 test("invalid PathInfo nodes are refused on decode", () => {
@@ -100,4 +101,17 @@ test("invalid PathInfo nodes are refused on decode", () => {
   // Bytes that are not the block they were fetched as.
   const block = encodePathInfo(valid());
   assert.throws(() => decodePathInfo(repr({ narSize: 121 }), block.cid), (e: IntegrityError) => e instanceof IntegrityError);
+});
+
+test("a PathInfo written by nixcas 0.1.0 (with `uploader: null`) still decodes; new ones carry no uploader", () => {
+  const block = encodePathInfo(valid());
+  assert.equal("uploader" in (dagCbor.decode(block.bytes) as object), false);
+  const legacy = dagCbor.encode({ ...(dagCbor.decode(block.bytes) as object), uploader: null });
+  const decoded = decodePathInfo(legacy);
+  sameInfo(decoded, valid());
+  assert.equal("uploader" in decoded, false);
+  // Decoded and encoded again (as the indexer does when it merges signatures): no uploader.
+  assert.ok(encodePathInfo(decoded).cid.equals(block.cid));
+  const wrongType = dagCbor.encode({ ...(dagCbor.decode(block.bytes) as object), uploader: 7 });
+  assert.throws(() => decodePathInfo(wrongType), FormatError);
 });

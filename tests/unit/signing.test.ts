@@ -1,6 +1,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { FormatError } from "../../shared/errors.ts";
+import { assertFormatError } from "../helpers/format-error.ts";
+import { INPUT_ADDRESSED_NARINFO } from "../helpers/narinfo-vectors.ts";
 import { parseHash } from "../../shared/hash.ts";
 import { parseNarInfo } from "../../shared/narinfo.ts";
 import {
@@ -19,11 +20,7 @@ import {
   verifyFingerprint,
 } from "../../shared/signing.ts";
 
-function assertCode(fn: () => unknown, code: string) {
-  assert.throws(fn, (err: unknown) => err instanceof FormatError && err.code === code, `expected ${code}`);
-}
-
-// nix-protocol.md §12.2
+// docs/nix-protocol.md §12.2
 const SECRET = "test-cache-1:Tffumk8LMmG6BYBUu89zJYlRPVne9ixRLg6r+c/gZjgFVlhmrAtqtbv2bVz4Nb7/opVBuuZzP3YCB/FGmQpHbw==";
 const PUBLIC = "test-cache-1:BVZYZqwLarW79m1c+DW+/6KVQbrmcz92AgfxRpkKR28=";
 
@@ -72,7 +69,7 @@ const FINGERPRINTS: Array<{ info: { storePath: string; narHash: string; narSize:
   },
 ];
 
-test("the §12.2 key pair parses, formats back, and its public key derives from the seed", () => {
+test("the docs/nix-protocol.md §12.2 key pair parses, formats back, and its public key derives from the seed", () => {
   const sk = parseSecretKey(SECRET);
   assert.equal(sk.name, "test-cache-1");
   assert.equal(sk.seed.length, 32);
@@ -85,7 +82,7 @@ test("the §12.2 key pair parses, formats back, and its public key derives from 
 });
 
 for (const [i, v] of FINGERPRINTS.entries()) {
-  test(`fingerprint and signature ${i + 1} of §12.2`, () => {
+  test(`fingerprint and signature ${i + 1} of docs/nix-protocol.md §12.2`, () => {
     const sk = parseSecretKey(SECRET);
     const fp = pathFingerprint({ ...v.info, narHash: parseHash(v.info.narHash) });
     assert.equal(fp, v.fp);
@@ -95,7 +92,7 @@ for (const [i, v] of FINGERPRINTS.entries()) {
   });
 }
 
-test("the second key of §12.2 signs the -dir path like `nix store sign`", () => {
+test("the second key of docs/nix-protocol.md §12.2 signs the -dir path like `nix store sign`", () => {
   const sk = parseSecretKey("second-key-1:AjQ15lYE4b/KZYSkuOnaqVz/1CoouAqdFncvwtrUrWy2+BA5OSbQkJ3AICVFZJ/9tIKp8Ftz7j8VxwPIemCj4Q==");
   assert.equal(formatPublicKey(publicKeyOf(sk)), "second-key-1:tvgQOTkm0JCdwCAlRWSf/bSCqfBbc+4/FccDyHpgo+E=");
   const fp = FINGERPRINTS[2]!.fp;
@@ -106,14 +103,14 @@ test("the second key of §12.2 signs the -dir path like `nix store sign`", () =>
   assert.equal(verifyFingerprint(fp, expected, trusted.slice(0, 1)), "unknown-key");
 });
 
-test("the Nix repo's test key (§12.2)", () => {
+test("the Nix repo's test key (docs/nix-protocol.md §12.2)", () => {
   const sk = parseSecretKey("test-key:tU7tTvLcScf8pmz/eTV0BEtLmRsPpZfKaRcd0nCN+pysBZPHSeg61/u2oc7mIOewfuAY1V1BiX32homTaDJ2Jw==");
   assert.equal(formatPublicKey(publicKeyOf(sk)), "test-key:rAWTx0noOtf7tqHO5iDnsH7gGNVdQYl99oaJk2gydic=");
   assert.equal(
     signFingerprint(sk, FINGERPRINTS[0]!.fp),
     "test-key:XbYwQPd4AnQN47xsTzkdQ3Frqecj5t1r2O41xxvP230DUpVv3on9GX9fzFwlltPrKKodhWa6Rsg9s+QR9ZR/CQ==",
   );
-  // §12.3: the realisation fingerprint signed with the same key.
+  // docs/nix-protocol.md §12.3: the realisation fingerprint signed with the same key.
   const realisationFp =
     '{"key":{"drvPath":"g1w7hy3qg1w7hy3qg1w7hy3qg1w7hy3q-bar.drv","outputName":"foo"},"value":{"outPath":"g1w7hy3qg1w7hy3qg1w7hy3qg1w7hy3q-foo"}}';
   assert.equal(
@@ -145,26 +142,26 @@ test("generated keys round-trip and sign", () => {
   const sig = signFingerprint(sk, "hello");
   assert.equal(verifyFingerprint("hello", sig, [parsePublicKey(formatPublicKey(publicKeyOf(sk)))]), "valid");
   assert.notDeepEqual(generateSecretKey("x").seed, generateSecretKey("x").seed);
-  assertCode(() => generateSecretKey(""), "key.name");
-  assertCode(() => generateSecretKey("a:b"), "key.name");
-  assertCode(() => generateSecretKey("a b"), "key.name");
+  assertFormatError(() => generateSecretKey(""), "key.name");
+  assertFormatError(() => generateSecretKey("a:b"), "key.name");
+  assertFormatError(() => generateSecretKey("a b"), "key.name");
 });
 
 test("malformed keys are rejected, and secret key errors do not echo the key", () => {
   const [name, b64] = [SECRET.slice(0, SECRET.indexOf(":")), SECRET.slice(SECRET.indexOf(":") + 1)];
-  assertCode(() => parseSecretKey(b64), "key.secret");
+  assertFormatError(() => parseSecretKey(b64), "key.secret");
   assert.throws(() => parseSecretKey(b64), (err: Error) => !err.message.includes(b64.slice(0, 20)));
-  assertCode(() => parseSecretKey(`:${b64}`), "key.secret");
-  assertCode(() => parseSecretKey(`${name}:${b64.slice(0, -4)}`), "key.secret");
-  assertCode(() => parseSecretKey(`${name}:${b64}x`), "key.secret");
-  assertCode(() => parseSecretKey(PUBLIC), "key.secret");
+  assertFormatError(() => parseSecretKey(`:${b64}`), "key.secret");
+  assertFormatError(() => parseSecretKey(`${name}:${b64.slice(0, -4)}`), "key.secret");
+  assertFormatError(() => parseSecretKey(`${name}:${b64}x`), "key.secret");
+  assertFormatError(() => parseSecretKey(PUBLIC), "key.secret");
   // Public half that does not belong to the seed.
   const bytes = Buffer.from(b64, "base64");
   bytes[63] ^= 1;
-  assertCode(() => parseSecretKey(`${name}:${bytes.toString("base64")}`), "key.mismatch");
-  assertCode(() => parsePublicKey(SECRET), "key.public");
-  assertCode(() => parsePublicKey("test-cache-1"), "key.public");
-  assertCode(() => parsePublicKey(":BVZYZqwLarW79m1c+DW+/6KVQbrmcz92AgfxRpkKR28="), "key.public");
+  assertFormatError(() => parseSecretKey(`${name}:${bytes.toString("base64")}`), "key.mismatch");
+  assertFormatError(() => parsePublicKey(SECRET), "key.public");
+  assertFormatError(() => parsePublicKey("test-cache-1"), "key.public");
+  assertFormatError(() => parsePublicKey(":BVZYZqwLarW79m1c+DW+/6KVQbrmcz92AgfxRpkKR28="), "key.public");
 });
 
 test("parseSignature", () => {
@@ -172,12 +169,12 @@ test("parseSignature", () => {
   assert.equal(s.keyName, "test-cache-1");
   assert.equal(s.signature.length, 64);
   const payload = FINGERPRINTS[0]!.sig.slice("test-cache-1:".length);
-  assertCode(() => parseSignature(`:${payload}`), "signature.format");
-  assertCode(() => parseSignature(payload), "signature.format");
-  assertCode(() => parseSignature("test-cache-1:"), "signature.format");
-  assertCode(() => parseSignature(`test-cache-1:${payload.slice(0, -4)}`), "signature.format");
-  assertCode(() => parseSignature(`test-cache-1:${payload.replace("+", "-")}`), "signature.format");
-  assertCode(() => parseSignature(`test-cache-1:${Buffer.alloc(32).toString("base64")}`), "signature.format");
+  assertFormatError(() => parseSignature(`:${payload}`), "signature.format");
+  assertFormatError(() => parseSignature(payload), "signature.format");
+  assertFormatError(() => parseSignature("test-cache-1:"), "signature.format");
+  assertFormatError(() => parseSignature(`test-cache-1:${payload.slice(0, -4)}`), "signature.format");
+  assertFormatError(() => parseSignature(`test-cache-1:${payload.replace("+", "-")}`), "signature.format");
+  assertFormatError(() => parseSignature(`test-cache-1:${Buffer.alloc(32).toString("base64")}`), "signature.format");
 });
 
 test("verifyFingerprint: unknown names, malformed payloads, the first key of a name wins", () => {
@@ -195,32 +192,20 @@ test("verifyFingerprint: unknown names, malformed payloads, the first key of a n
 
 test("pathFingerprint refuses what Nix refuses", () => {
   const base = { ...FINGERPRINTS[3]!.info, narHash: parseHash(FINGERPRINTS[3]!.info.narHash) };
-  assertCode(() => pathFingerprint({ ...base, narSize: 0 }), "fingerprint.nar-size");
-  assertCode(() => pathFingerprint({ ...base, narHash: parseHash("sha1:kpcd173cq987hw957sx6m0868wv3x6d9") }), "fingerprint.nar-hash");
-  assertCode(() => pathFingerprint({ ...base, storePath: "/gnu/store/mmhy4gyimnl2vkfi4z575rd3g2ymw14q-vec" }), "store-path.store-dir");
-  assertCode(() => pathFingerprint({ ...base, references: ["bad ref"] }), "store-path.too-short");
+  assertFormatError(() => pathFingerprint({ ...base, narSize: 0 }), "fingerprint.nar-size");
+  assertFormatError(() => pathFingerprint({ ...base, narHash: parseHash("sha1:kpcd173cq987hw957sx6m0868wv3x6d9") }), "fingerprint.nar-hash");
+  assertFormatError(() => pathFingerprint({ ...base, storePath: "/gnu/store/mmhy4gyimnl2vkfi4z575rd3g2ymw14q-vec" }), "store-path.store-dir");
+  assertFormatError(() => pathFingerprint({ ...base, references: ["bad ref"] }), "store-path.too-short");
   assert.equal(
     pathFingerprint({ ...base, storePath: "/gnu/store/mmhy4gyimnl2vkfi4z575rd3g2ymw14q-vec", references: ["b59a4a3c5r11xknb413jqv64rzga2rmx-dir"] }, "/gnu/store"),
     "1;/gnu/store/mmhy4gyimnl2vkfi4z575rd3g2ymw14q-vec;sha256:1iiq4mci485pcp1lzfn06qh9gmrjwv7qripsdi0fdvx0snjfdlvi;864;/gnu/store/b59a4a3c5r11xknb413jqv64rzga2rmx-dir",
   );
 });
 
-const IA_NARINFO = `StorePath: /nix/store/hx5chsx6691x69ldaiwc2c7rgbviyc7n-ia-out
-URL: nar/13kvbmwxfd0k5ykry4bcx7544ylhs87lc0b6hh2mzs06wyrpyxgq.nar.xz
-Compression: xz
-FileHash: sha256:13kvbmwxfd0k5ykry4bcx7544ylhs87lc0b6hh2mzs06wyrpyxgq
-FileSize: 212
-NarHash: sha256:1l2ipyxh08xmncgjadq0g5nwbif0lmyg4khbdms3h4cjdzrwhnpl
-NarSize: 216
-References: 33zwxgfdx6cny1ixdh53am2qm4hxpf6f-refs.txt b59a4a3c5r11xknb413jqv64rzga2rmx-dir
-Deriver: p92h32l8czl187xfm5pwc8939as56xji-ia-out.drv
-Sig: test-cache-1:5plCiTapQZDLsOfyXjGDCnDKm++lmK1TFBkdnuJyc9+pQ7otjB5Na6/Tp8rkZhA2LjAjyglplwqo9ecBuE3XDw==
-`;
-
 test("checkNarInfoSignatures sorts each Sig by verdict", () => {
   const second = parseSecretKey("second-key-1:AjQ15lYE4b/KZYSkuOnaqVz/1CoouAqdFncvwtrUrWy2+BA5OSbQkJ3AICVFZJ/9tIKp8Ftz7j8VxwPIemCj4Q==");
   const bogus = "test-key:" + Buffer.alloc(64, 7).toString("base64");
-  const info = parseNarInfo(IA_NARINFO + `Sig: ${bogus}\n`);
+  const info = parseNarInfo(INPUT_ADDRESSED_NARINFO + `Sig: ${bogus}\n`);
   const withSecond = signNarInfo(info, second);
   const trusted = [parsePublicKey(PUBLIC), publicKeyOf(second), parsePublicKey("test-key:rAWTx0noOtf7tqHO5iDnsH7gGNVdQYl99oaJk2gydic=")];
   assert.deepEqual(checkNarInfoSignatures(withSecond, trusted), {
@@ -236,7 +221,7 @@ test("checkNarInfoSignatures sorts each Sig by verdict", () => {
 });
 
 test("signNarInfo adds or replaces this key's Sig, keeps the others sorted", () => {
-  const info = parseNarInfo(IA_NARINFO);
+  const info = parseNarInfo(INPUT_ADDRESSED_NARINFO);
   const nixRepoKey = parseSecretKey("test-key:tU7tTvLcScf8pmz/eTV0BEtLmRsPpZfKaRcd0nCN+pysBZPHSeg61/u2oc7mIOewfuAY1V1BiX32homTaDJ2Jw==");
   const signed = signNarInfo(info, nixRepoKey);
   assert.deepEqual(signed.sigs, [

@@ -1,7 +1,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
-import { FormatError } from "../../shared/errors.ts";
+import { assertFormatError } from "../helpers/format-error.ts";
 import {
   DEFAULT_STORE_DIR,
   formatContentAddress,
@@ -14,10 +14,6 @@ import {
   storePathBaseName,
   storePathForContentAddress,
 } from "../../shared/store-path.ts";
-
-function assertCode(fn: () => unknown, code: string) {
-  assert.throws(fn, (err: unknown) => err instanceof FormatError && err.code === code, `expected ${code}`);
-}
 
 const H = "b59a4a3c5r11xknb413jqv64rzga2rmx";
 
@@ -41,35 +37,35 @@ test("every character Nix allows in names, and the longest name", () => {
 });
 
 test("store dir errors", () => {
-  assertCode(() => parseStorePath(`/gnu/store/${H}-dir`), "store-path.store-dir");
-  assertCode(() => parseStorePath(`/nix/store/sub/${H}-dir`), "store-path.store-dir");
-  assertCode(() => parseStorePath(`/nix//store/${H}-dir`), "store-path.store-dir");
-  assertCode(() => parseStorePath(`/nix/store/${H}-dir/`), "store-path.store-dir");
-  assertCode(() => parseStorePath(`nix/store/${H}-dir`), "store-path.not-absolute");
-  assertCode(() => parseStorePath(`${H}-dir`), "store-path.not-absolute");
+  assertFormatError(() => parseStorePath(`/gnu/store/${H}-dir`), "store-path.store-dir");
+  assertFormatError(() => parseStorePath(`/nix/store/sub/${H}-dir`), "store-path.store-dir");
+  assertFormatError(() => parseStorePath(`/nix//store/${H}-dir`), "store-path.store-dir");
+  assertFormatError(() => parseStorePath(`/nix/store/${H}-dir/`), "store-path.store-dir");
+  assertFormatError(() => parseStorePath(`nix/store/${H}-dir`), "store-path.not-absolute");
+  assertFormatError(() => parseStorePath(`${H}-dir`), "store-path.not-absolute");
 });
 
 test("hash part errors", () => {
-  assertCode(() => parseStorePathBaseName(`${H.slice(0, 31)}e-dir`), "store-path.hash-part");
-  assertCode(() => parseStorePathBaseName(`${H.slice(0, 31)}A-dir`), "store-path.hash-part");
-  assertCode(() => parseStorePathBaseName(`${H.slice(0, 31)}-dir`), "store-path.hash-part");
-  assertCode(() => parseStorePathBaseName(`${H}_dir`), "store-path.separator");
-  assertCode(() => parseStorePathBaseName(`${H}-`), "store-path.too-short");
-  assertCode(() => parseStorePathBaseName("abc"), "store-path.too-short");
+  assertFormatError(() => parseStorePathBaseName(`${H.slice(0, 31)}e-dir`), "store-path.hash-part");
+  assertFormatError(() => parseStorePathBaseName(`${H.slice(0, 31)}A-dir`), "store-path.hash-part");
+  assertFormatError(() => parseStorePathBaseName(`${H.slice(0, 31)}-dir`), "store-path.hash-part");
+  assertFormatError(() => parseStorePathBaseName(`${H}_dir`), "store-path.separator");
+  assertFormatError(() => parseStorePathBaseName(`${H}-`), "store-path.too-short");
+  assertFormatError(() => parseStorePathBaseName("abc"), "store-path.too-short");
   assert.ok(isValidHashPart(H));
   assert.ok(!isValidHashPart(H.slice(1)));
   assert.ok(!isValidHashPart(H.slice(1) + "u"));
 });
 
 test("name errors", () => {
-  assertCode(() => parseStorePathBaseName(`${H}-${"x".repeat(212)}`), "store-path.name-length");
+  assertFormatError(() => parseStorePathBaseName(`${H}-${"x".repeat(212)}`), "store-path.name-length");
   for (const bad of ["a b", "a/b", "a:b", "é", "a\r", "a~", "a@b", "a,b"]) {
-    assertCode(() => parseStorePathBaseName(`${H}-${bad}`), "store-path.name-char");
+    assertFormatError(() => parseStorePathBaseName(`${H}-${bad}`), "store-path.name-char");
   }
-  for (const bad of [".", "..", ".-foo", "..-foo"]) assertCode(() => parseStorePathBaseName(`${H}-${bad}`), "store-path.name-dot");
+  for (const bad of [".", "..", ".-foo", "..-foo"]) assertFormatError(() => parseStorePathBaseName(`${H}-${bad}`), "store-path.name-dot");
 });
 
-// nix-protocol.md §12.4
+// docs/nix-protocol.md §12.4
 const BAR = "g1w7hy3qg1w7hy3qg1w7hy3qg1w7hy3q-bar";
 const HELLO_HEX = createHash("sha256").update("hello\n").digest("hex");
 const CA_ROWS: Array<{ ca: string; name: string; refs: string[]; self?: boolean; path: string }> = [
@@ -98,7 +94,7 @@ const CA_ROWS: Array<{ ca: string; name: string; refs: string[]; self?: boolean;
 ];
 
 for (const row of CA_ROWS) {
-  test(`CA path of ${row.name} (§12.4)`, () => {
+  test(`CA path of ${row.name} (docs/nix-protocol.md §12.4)`, () => {
     assert.equal(storePathForContentAddress(row.ca, row.name, row.refs, { selfReference: row.self }), row.path);
     // isContentAddressed sees the self-reference in the reference list itself.
     const refs = row.self ? [...row.refs, row.path.slice("/nix/store/".length)] : row.refs;
@@ -122,25 +118,25 @@ test("content address parsing", () => {
   // Any non-SRI encoding is read, nix32 is written (Nix's renderContentAddress).
   assert.equal(formatContentAddress(parseContentAddress(`fixed:sha256:${HELLO_HEX}`)), `fixed:sha256:${formatNix32(HELLO_HEX)}`);
   assert.deepEqual(parseContentAddress("fixed:r:sha1:kpcd173cq987hw957sx6m0868wv3x6d9").method, "fixed");
-  assertCode(() => parseContentAddress("source:sha256:abc"), "ca.method");
-  assertCode(() => parseContentAddress("fixed:git:sha1:kpcd173cq987hw957sx6m0868wv3x6d9"), "ca.method");
-  assertCode(() => parseContentAddress("text:sha1:kpcd173cq987hw957sx6m0868wv3x6d9"), "ca.algorithm");
-  assertCode(() => parseContentAddress("fixed:r:sha3:abc"), "ca.algorithm");
-  assertCode(() => parseContentAddress("fixed:r:sha256:abc"), "ca.hash");
-  assertCode(() => parseContentAddress("fixed"), "ca.format");
-  assertCode(() => parseContentAddress("fixed:sha256"), "ca.format");
+  assertFormatError(() => parseContentAddress("source:sha256:abc"), "ca.method");
+  assertFormatError(() => parseContentAddress("fixed:git:sha1:kpcd173cq987hw957sx6m0868wv3x6d9"), "ca.method");
+  assertFormatError(() => parseContentAddress("text:sha1:kpcd173cq987hw957sx6m0868wv3x6d9"), "ca.algorithm");
+  assertFormatError(() => parseContentAddress("fixed:r:sha3:abc"), "ca.algorithm");
+  assertFormatError(() => parseContentAddress("fixed:r:sha256:abc"), "ca.hash");
+  assertFormatError(() => parseContentAddress("fixed"), "ca.format");
+  assertFormatError(() => parseContentAddress("fixed:sha256"), "ca.format");
   // SRI is not accepted inside a CA (Nix: parseNonSRIUnprefixed).
-  assertCode(() => parseContentAddress("fixed:r:sha256-FePFYIlMuycIXPZbWi7LGEiMmZSX9FMbaQenWBzm1Sc="), "ca.format");
+  assertFormatError(() => parseContentAddress("fixed:r:sha256-FePFYIlMuycIXPZbWi7LGEiMmZSX9FMbaQenWBzm1Sc="), "ca.format");
 });
 
 test("references are only allowed where Nix allows them", () => {
-  assertCode(() => storePathForContentAddress(`fixed:sha256:${HELLO_HEX}`, "x", [BAR]), "ca.references");
-  assertCode(() => storePathForContentAddress(`fixed:sha256:${HELLO_HEX}`, "x", [], { selfReference: true }), "ca.references");
-  assertCode(
+  assertFormatError(() => storePathForContentAddress(`fixed:sha256:${HELLO_HEX}`, "x", [BAR]), "ca.references");
+  assertFormatError(() => storePathForContentAddress(`fixed:sha256:${HELLO_HEX}`, "x", [], { selfReference: true }), "ca.references");
+  assertFormatError(
     () => storePathForContentAddress("text:sha256:1dw70kzsc7lq0klni4fkap7xg768kdh96k8p5b452vk3g8i52k0x", "x", [], { selfReference: true }),
     "ca.self-reference",
   );
-  assertCode(() => storePathForContentAddress(`fixed:sha256:${HELLO_HEX}`, "a b", []), "store-path.name-char");
+  assertFormatError(() => storePathForContentAddress(`fixed:sha256:${HELLO_HEX}`, "a b", []), "store-path.name-char");
   assert.ok(!isContentAddressedPath("/nix/store/gy454w1cxaq731grqwylhzf4pp9r5izh-hello.txt", "garbage", []));
 });
 

@@ -2,8 +2,8 @@
 // error classes of error replies.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { FormatError, IntegrityError, NixcasError } from "../../shared/errors.ts";
-import { decodeIngestNarRequest, errorFromReply } from "../../shared/nats/ingest-protocol.ts";
+import { errorKindOf, errorOfKind, FormatError, IntegrityError, NixcasError } from "../../shared/errors.ts";
+import { decodeIngestNarRequest } from "../../shared/nats/ingest-protocol.ts";
 import {
   INLINE_MAX_BYTES,
   decodeIndexWorkItem,
@@ -23,7 +23,6 @@ const meta: UploadMetadata = {
   deriver: null,
   ca: null,
   sigs: [],
-  uploader: "ci",
 };
 const ingest: IngestWorkItem = { version: 1, uploadId: "abc123", meta, nar: { kind: "inline", data: "AAAA", compression: "none" }, submittedAt: "2026-01-01T00:00:00.000Z" };
 const index: IndexWorkItem = {
@@ -71,18 +70,40 @@ test("work items are decoded strictly", () => {
 
 test("ingest requests: shape errors are ingest.request", () => {
   rejects(() => decodeIngestNarRequest(enc({ meta, nar: ingest.nar, more: true })), "ingest.request", /unknown field "more"/);
+  // `uploader` (always null in older clients) is no longer a field: refused like any other.
+  rejects(() => decodeIngestNarRequest(enc({ meta: { ...meta, uploader: null }, nar: ingest.nar })), "ingest.request", /meta: unknown field "uploader"/);
   rejects(() => decodeIngestNarRequest(enc({ meta: { ...meta, sigs: "x" }, nar: ingest.nar })), "ingest.request", /meta\.sigs is not a list of strings/);
   assert.deepEqual(decodeIngestNarRequest(enc({ meta, nar: ingest.nar })), { meta, nar: ingest.nar });
 });
 
-test("error replies become the same error class on the client", () => {
-  const a = errorFromReply({ code: "ingest.signature-invalid", message: "bad sig" }, "s");
+test("an error reply's kind restores the class the service threw, with its code and message", () => {
+  const a = errorOfKind(errorKindOf(new IntegrityError("ingest.signature-invalid", "bad sig")), "ingest.signature-invalid", "bad sig");
   assert.ok(a instanceof IntegrityError);
   assert.equal(a.code, "ingest.signature-invalid");
   assert.equal(a.message, "bad sig");
-  assert.ok(errorFromReply({ code: "store-path.store-dir", message: "m" }, "s") instanceof FormatError);
-  assert.ok(errorFromReply({ code: "ingest.manifest-mismatch", message: "m" }, "s") instanceof IntegrityError);
-  const other = errorFromReply({ code: "internal", message: "m" }, "s");
-  assert.ok(other instanceof NixcasError && !(other instanceof FormatError));
-  assert.ok(errorFromReply({ code: "x", message: "m", kind: "IntegrityError" }, "s") instanceof IntegrityError);
+  assert.ok(errorOfKind(errorKindOf(new FormatError("store-path.store-dir", "m")), "store-path.store-dir", "m") instanceof FormatError);
+  for (const thrown of [new TypeError("m"), new NixcasError("ingest.unavailable", "m")]) {
+    const back = errorOfKind(errorKindOf(thrown), "internal", "m");
+    assert.equal(back.constructor, NixcasError);
+  }
+  // A reply without a kind (a service in another language) or with one this code does not know.
+  for (const kind of [undefined, "RangeError"]) assert.equal(errorOfKind(kind, "x", "m").constructor, NixcasError);
+});
+
+test("the uploaded file name: optional on a staged NAR, carried to the indexer only from the chunker", () => {
+  const fileName = "0c1q4yfp6ik3ihmkxzl4arqbd1xz8ajqv9w0p7pm3z3lyxmp6k4p.nar.xz";
+  const staged: IngestWorkItem = { ...ingest, nar: { kind: "staged", object: "upload.x1", compression: "xz", fileName } };
+  assert.deepEqual(decodeIngestWorkItem(encodeIngestWorkItem(staged)), staged);
+  assert.deepEqual(decodeIngestNarRequest(enc({ meta, nar: staged.nar })), { meta, nar: staged.nar });
+  for (const bad of ["upload.nar.xz", `${fileName.slice(0, 51)}.nar.xz`, `${fileName}/x`, 7]) {
+    rejects(() => decodeIngestNarRequest(enc({ meta, nar: { ...staged.nar, fileName: bad } })), "ingest.request", /nar\.fileName .* is not an uploaded NAR file name/);
+  }
+  rejects(() => decodeIngestWorkItem(enc({ ...ingest, nar: { ...ingest.nar, fileName } })), "work-item.nar", /unknown field "fileName"/);
+
+  const named: IndexWorkItem = { ...index, uploadedFile: { name: fileName, compression: "xz" } };
+  assert.deepEqual(decodeIndexWorkItem(encodeIndexWorkItem(named)), named);
+  rejects(() => decodeIndexWorkItem(enc({ ...named, origin: "manifest" })), "work-item.uploadedFile", /only for items of origin "chunker"/);
+  rejects(() => decodeIndexWorkItem(enc({ ...named, uploadedFile: { name: "x.nar", compression: "xz" } })), "work-item.uploadedFile", /name "x\.nar" is not an uploaded NAR file name/);
+  rejects(() => decodeIndexWorkItem(enc({ ...named, uploadedFile: { name: fileName } })), "work-item.uploadedFile", /field "compression" is missing/);
+  rejects(() => decodeIndexWorkItem(enc({ ...named, uploadedFile: { name: fileName, compression: "X Z" } })), "work-item.uploadedFile", /compression "X Z" is not a compression name/);
 });

@@ -7,7 +7,7 @@ import { pipeline } from "node:stream/promises";
 import zlib from "node:zlib";
 import { ConfigError, FormatError, IntegrityError } from "../../shared/errors.ts";
 import { chunkLengths } from "../../shared/fastcdc.ts";
-import { compressChunk, decompressChunk, decompressFrames, frameLength, parseFrameHeader, validateZstdLevel } from "../../shared/zstd.ts";
+import { compressChunk, decompressChunk, decompressFrames, frameLength, parseFrameHeader, validateZstdLevel, zstdCompressBound } from "../../shared/zstd.ts";
 
 function randomBytes(length: number, seed: number): Buffer {
   return createCipheriv("aes-256-ctr", Buffer.alloc(32, seed), Buffer.alloc(16)).update(Buffer.alloc(length));
@@ -119,5 +119,76 @@ test("levels: zstd's range, ConfigError outside it", () => {
   assert.equal(validateZstdLevel(-5), -5);
   for (const bad of [23, 1.5, Number.NaN]) {
     assert.throws(() => compressChunk(Buffer.from("x"), bad), (err: unknown) => err instanceof ConfigError && /zstd level must be an integer from -131072 to 22/.test(err.message));
+  }
+});
+
+/** Node 24.21's zstdCompressSync appended this empty frame when the real frame filled its 16 KiB output chunks exactly. */
+const EMPTY_FRAME = Buffer.from([0x28, 0xb5, 0x2f, 0xfd, 0x20, 0x00, 0x01, 0x00, 0x00]);
+
+function assertOneFrameOf(frame: Uint8Array, bytes: Uint8Array, what: string): void {
+  assert.equal(frameLength(frame), frame.length, `${what}: one frame, nothing after it`);
+  assert.equal(parseFrameHeader(frame).contentSize, bytes.length, `${what}: declared size`);
+  assert.ok(Buffer.from(decompressChunk(frame, bytes.length)).equals(bytes), `${what}: decodes to the input`);
+}
+
+test("32,758 random bytes become one frame (node:zlib appended an empty frame after the exactly full 32 KiB)", (t) => {
+  const bytes = randomBytes(32_758, 9);
+  const frame = compressChunk(bytes, 3);
+  assert.equal(frame.length, 32_768);
+  assert.ok(!Buffer.from(frame.subarray(-9)).equals(EMPTY_FRAME));
+  assertOneFrameOf(frame, bytes, "32,758 bytes");
+  const raw = zlib.zstdCompressSync(bytes, { params: { [zlib.constants.ZSTD_c_compressionLevel]: 3, [zlib.constants.ZSTD_c_contentSizeFlag]: 1 }, pledgedSrcSize: bytes.length });
+  if (raw.length === frame.length + EMPTY_FRAME.length) t.diagnostic("node:zlib with its default chunkSize still appends an empty frame here");
+});
+
+test("every size around k×16 KiB (k = 1..16) gives exactly one frame that decodes to the input, at levels 1, 3 and 19", () => {
+  const largest = 16 * 16384 + 8;
+  const kinds: Record<string, Buffer> = {
+    incompressible: randomBytes(largest, 5),
+    // Nibbles: zstd's entropy coder halves them, so frames land on other sizes than the input's.
+    nibbles: Buffer.from(randomBytes(largest, 6).map((b) => b & 0x0f)),
+    text: Buffer.from("/nix/store/0c7c2x1lq6v7b5mfxa8lxgi5pfp0zlhw-glibc-2.40/lib/libc.so.6\n".repeat(Math.ceil(largest / 70))).subarray(0, largest),
+  };
+  let exactlyFull = 0;
+  for (const [kind, data] of Object.entries(kinds)) {
+    for (const level of [1, 3, 19]) {
+      // Level 19 is slow: the first two boundaries are enough to show it takes the same path.
+      for (let k = 1; k <= (level === 19 ? 2 : 16); k++) {
+        for (let delta = -24; delta <= 8; delta++) {
+          const bytes = data.subarray(0, k * 16384 + delta);
+          const frame = compressChunk(bytes, level);
+          if (frame.length % 16384 === 0) exactlyFull++;
+          assertOneFrameOf(frame, bytes, `${kind}, ${bytes.length} bytes, level ${level}`);
+        }
+      }
+    }
+  }
+  // The sweep reaches the case that broke: frames of exactly k×16 KiB (at least one per k for random data, levels 1 and 3).
+  assert.ok(exactlyFull >= 32, `${exactlyFull} frames of a multiple of 16 KiB`);
+});
+
+test("a chunk's frame never exceeds the compress bound (why an output buffer of bound + 1 is never exactly full)", () => {
+  const data = randomBytes(800 * 1024, 7);
+  for (const size of [0, 1, 100, 2047, 16384, 65536, 131071, 131072, 131073, 262144, 786432]) {
+    const frame = compressChunk(data.subarray(0, size), 3);
+    assert.ok(frame.length <= zstdCompressBound(size), `${size} bytes: ${frame.length} > bound ${zstdCompressBound(size)}`);
+    // A well-compressed chunk does not pin the bound-sized output buffer (a small copy may share Node's buffer pool).
+    const small = compressChunk(Buffer.alloc(size), 3);
+    assert.ok(small.buffer.byteLength <= Math.max(2 * small.length, Buffer.poolSize), `${size} zeros: ${small.length}-byte frame holds a ${small.buffer.byteLength}-byte buffer`);
+  }
+});
+
+test("a size claim far beyond the frame is an IntegrityError naming the real size, and no buffer of the claimed size is allocated", () => {
+  // Found by the property suite (tests/unit/fuzz/zstd.test.ts): the output buffer used to be the
+  // claimed size + 1, so 8 GiB were reserved for a 5-byte frame, zlib's own limits then made the
+  // verdict wrong ("more than the expected 8589934592 bytes", "does not decompress").
+  const undeclared = zlib.zstdCompressSync(Buffer.from("hello"), { params: { [zlib.constants.ZSTD_c_contentSizeFlag]: 0 } });
+  for (const claimed of [2 ** 31, 2 ** 33, 2 ** 40, Number.MAX_SAFE_INTEGER]) {
+    const before = process.memoryUsage().arrayBuffers;
+    assert.throws(
+      () => decompressChunk(undeclared, claimed),
+      (err: unknown) => err instanceof IntegrityError && err.code === "zstd.size" && err.message === `zstd frame decompresses to 5 bytes, expected ${claimed}`,
+    );
+    assert.ok(process.memoryUsage().arrayBuffers - before < 8 * 1024 * 1024, `claimed ${claimed}: ${process.memoryUsage().arrayBuffers - before} bytes of buffers`);
   }
 });

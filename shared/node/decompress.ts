@@ -1,4 +1,4 @@
-// Decoders for the NAR `Compression:` values a client can upload (nix-protocol.md §6), as
+// Decoders for the NAR `Compression:` values a client can upload (docs/nix-protocol.md §6), as
 // streams: the chunker reads staged NARs of any size through here, so nothing is buffered
 // beyond the decoder's own window.
 //
@@ -21,12 +21,11 @@
 // Error codes: decompress.unsupported, decompress.mismatch, decompress.not-nar,
 // decompress.corrupt, decompress.too-large.
 import { spawn } from "node:child_process";
-import { accessSync, constants as fsConstants } from "node:fs";
-import { delimiter, join } from "node:path";
 import { Readable, Writable, pipeline } from "node:stream";
 import * as zlib from "node:zlib";
-import { FormatError, NixcasError } from "./errors.ts";
-import { decompressZstdStream } from "./zstd-stream.ts";
+import { FormatError, NixcasError } from "../errors.ts";
+import { findTool } from "./system-tools.ts";
+import { decompressZstdStream } from "../zstd-stream.ts";
 
 export interface DecompressLimits {
   /** Largest decompressed output accepted; one byte more is a FormatError (decompress.too-large). */
@@ -56,20 +55,6 @@ const MAGIC: ReadonlyArray<{ name: string; test: (head: Uint8Array) => boolean; 
 const NAR_START = [13, 0, 0, 0, 0, 0, 0, 0, ...new TextEncoder().encode("nix-archive-1"), 0, 0, 0];
 const SNIFF_BYTES = 24;
 
-function findTool(name: string): string | null {
-  for (const dir of (process.env.PATH ?? "/usr/bin:/bin").split(delimiter)) {
-    if (!dir) continue;
-    const candidate = join(dir, name);
-    try {
-      accessSync(candidate, fsConstants.X_OK);
-      return candidate;
-    } catch {
-      // not in this directory
-    }
-  }
-  return null;
-}
-
 function toolDecoder(tool: string, args: string[]): Decoder | null {
   const command = findTool(tool);
   return command ? { kind: "tool", command, args } : null;
@@ -94,10 +79,6 @@ const DECODERS: ReadonlyMap<string, Decoder> = (() => {
 
 /** The `Compression:` values this process can decode (depends on the installed tools). */
 export const SUPPORTED_COMPRESSIONS: readonly string[] = [...DECODERS.keys()];
-
-export function isSupportedCompression(compression: string): boolean {
-  return DECODERS.has(compression);
-}
 
 /** Throws decompress.unsupported unless `compression` can be decoded here. */
 export function checkCompression(compression: string): void {

@@ -7,7 +7,7 @@
 // dropped: V8 copies into them at a fifth of the speed of a plain ArrayBuffer.)
 import { createHash, hash, type Hash } from "node:crypto";
 import { parentPort } from "node:worker_threads";
-import { compressChunk } from "./zstd.ts";
+import { compressChunk } from "../zstd.ts";
 
 export type WorkerRequest =
   /**

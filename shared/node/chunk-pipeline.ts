@@ -28,10 +28,10 @@ import { availableParallelism } from "node:os";
 import { createHash } from "node:crypto";
 import { Worker } from "node:worker_threads";
 import type { CID } from "multiformats/cid";
-import { cidFromSha256 } from "./cid.ts";
-import { ConfigError, NixcasError } from "./errors.ts";
-import { DEFAULT_CHUNKER_OPTIONS, FastCdcCutter, validateChunkerOptions, type ChunkerOptions } from "./fastcdc.ts";
-import { DEFAULT_ZSTD_LEVEL, validateZstdLevel } from "./zstd.ts";
+import { cidFromSha256 } from "../cid.ts";
+import { ConfigError, NixcasError } from "../errors.ts";
+import { DEFAULT_CHUNKER_OPTIONS, FastCdcCutter, validateChunkerOptions, type ChunkerOptions } from "../fastcdc.ts";
+import { DEFAULT_ZSTD_LEVEL, validateZstdLevel } from "../zstd.ts";
 import type { ChunksResult, WorkerReply, WorkerRequest } from "./chunk-worker.ts";
 
 export const DEFAULT_SMALL_NAR_THRESHOLD = 64 * 1024;
