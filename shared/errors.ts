@@ -69,3 +69,13 @@ export function errorOfKind(kind: unknown, code: string, message: string): Nixca
   if (kind === "FormatError") return new FormatError(code, message);
   return new NixcasError(code, message);
 }
+
+/**
+ * `err` and the errors of its `cause` chain, outermost first (at most `MAX_CAUSES` deep, so a
+ * cycle cannot loop): where a wrapped library error decides what a failure means.
+ */
+export function* causes(err: unknown): Generator<Error> {
+  for (let e = err, depth = 0; e instanceof Error && depth < MAX_CAUSES; e = e.cause, depth++) yield e;
+}
+
+const MAX_CAUSES = 8;

@@ -15,22 +15,21 @@
 // the compare-and-set on the record's revision keeps it safe beside a running indexer.
 //
 // Memory is bounded: --jobs paths at once, each reading at most READ_AHEAD frames ahead.
-import { createHash } from "node:crypto";
 import type { CID } from "multiformats/cid";
 import { cidForBytes, RAW_CODEC } from "../../shared/cid.ts";
 import type { NixcasConfig } from "../../shared/config.ts";
 import { IntegrityError, NixcasError } from "../../shared/errors.ts";
 import { chunkStream } from "../../shared/fastcdc.ts";
 import { formatDigest, sha256Hash } from "../../shared/hash.ts";
-import { ManifestBuilder, walkManifest } from "../../shared/manifest.ts";
+import { ManifestBuilder } from "../../shared/manifest.ts";
 import { formatNarListing } from "../../shared/nar-listing.ts";
 import { NarVerifier } from "../../shared/nar-verifier.ts";
 import { encodePathInfo, type PathInfo } from "../../shared/path-info.ts";
-import { readAhead } from "../../shared/read-ahead.ts";
 import { compressChunk } from "../../shared/zstd.ts";
 import { putBlob } from "../../shared/nats/blob-store.ts";
-import { BlockStore, verifyFrame } from "../../shared/nats/block-store.ts";
+import { BlockStore } from "../../shared/nats/block-store.ts";
 import { Catalog } from "../../shared/nats/catalog.ts";
+import { storedChunks, ZstFileHasher, type ZstFile } from "../../shared/nats/stored-chunks.ts";
 import { openTopology } from "../../shared/nats/topology.ts";
 import { runNatsCommand } from "../nats-command.ts";
 import { narSource, storeAccess, type StoreAccess } from "../push/store-access.ts";
@@ -139,7 +138,7 @@ interface PathCheck {
   /** Path-level problems (the record, FileHash, a PathInfo that does not decode). */
   problems: string[];
   /** When every chunk was readable: the `.nar.zst` file as stored. */
-  zst: { sha256: Uint8Array; size: number } | null;
+  zst: ZstFile | null;
   info: PathInfo | null;
   infoCid: CID | null;
 }
@@ -255,37 +254,32 @@ class Scrub {
    * Every node and chunk of a manifest (a NAR's or a blob's); the `.nar.zst` file when every
    * chunk is intact. A bad node hides the chunks under it: they are checked after a repair.
    */
-  async #scanManifest(root: CID, check: PathCheck): Promise<{ sha256: Uint8Array; size: number } | null> {
+  async #scanManifest(root: CID, check: PathCheck): Promise<ZstFile | null> {
     const loadNode = async (cid: CID): Promise<Uint8Array> => {
       const bytes = await this.#checkBlock(cid, check);
       if (bytes === null) throw new NodeUnreadable();
       return bytes;
     };
-    const sha = createHash("sha256");
-    let size = 0;
+    const file = new ZstFileHasher();
     let intact = true;
     try {
-      const frames = readAhead(walkManifest(root, loadNode), (chunk) => this.#blocks.getFrame(chunk.cid), { maxInFlight: READ_AHEAD });
-      for await (const { item: chunk, result: frame } of frames) {
+      for await (const stored of storedChunks(root, this.#blocks, { loadNode, maxInFlight: READ_AHEAD })) {
+        const { chunk } = stored;
         check.blocks++;
         this.#checkedBlocks++;
-        if (frame === null) {
+        if (stored.state === "intact") {
+          file.add(stored.frame);
+          continue;
+        }
+        intact = false;
+        if (stored.state === "missing") {
           check.badBlocks.push({ cid: chunk.cid, reason: "missing" });
-          intact = false;
           continue;
         }
-        try {
-          if (frame.size !== chunk.size) throw new IntegrityError("block.size", `block ${chunk.cid} is stored with ${frame.size} bytes, its manifest says ${chunk.size}`);
-          await verifyFrame(chunk.cid, frame);
-        } catch (err) {
-          if (!(err instanceof IntegrityError)) throw err;
-          check.badBlocks.push({ cid: chunk.cid, reason: err.message });
-          this.#blocks.reportCorrupt(chunk.cid, err, "verify");
-          intact = false;
-          continue;
-        }
-        sha.update(frame.frame);
-        size += frame.frame.length;
+        const error =
+          stored.state === "corrupt" ? stored.error : new IntegrityError("block.size", `block ${chunk.cid} is stored with ${stored.frame.size} bytes, its manifest says ${chunk.size}`);
+        check.badBlocks.push({ cid: chunk.cid, reason: error.message });
+        this.#blocks.reportCorrupt(chunk.cid, error, "verify");
       }
     } catch (err) {
       if (err instanceof NodeUnreadable) return null;
@@ -294,7 +288,7 @@ class Scrub {
       check.problems.push(`manifest ${root}: ${err.message}`);
       return null;
     }
-    return intact ? { sha256: new Uint8Array(sha.digest()), size } : null;
+    return intact ? file.finish() : null;
   }
 
   /** Puts back what a copy exists of; rewrites the NAR record when its frames changed. */

@@ -135,7 +135,6 @@ async function chunkUploadSteps(item: IngestWorkItem, ctx: WorkContext, deps: Ch
   });
 }
 
-/** The item's bytes as uploaded, and the file name they are bound to (staged uploads that have one). */
 /**
  * The first of two passes over a NAR too large to hold back its blocks (storeNar holds back the
  * blocks of smaller ones until they are verified): decompress, measure, hash and parse it

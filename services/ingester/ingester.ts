@@ -17,7 +17,7 @@ import { isStorageFull, storageFullReason } from "../../shared/nats/jetstream-co
 import { decodeIngestManifestRequest, decodeIngestNarRequest, type IngestAccepted } from "../../shared/nats/ingest-protocol.ts";
 import { startMicroservice } from "../../shared/nats/service.ts";
 import { StagingStore } from "../../shared/nats/staging-store.ts";
-import { INGEST_LANES, ingestLaneOf, SUBJECTS } from "../../shared/nats/subjects.ts";
+import { INGEST_LANES, ingestLaneOf, kvKeySubject, SUBJECTS } from "../../shared/nats/subjects.ts";
 import type { ServiceDeps } from "../../shared/nats/service-process.ts";
 import { explainMissingStream, type Topology } from "../../shared/nats/topology.ts";
 import { setUploadStatus } from "../../shared/nats/uploads.ts";
@@ -140,7 +140,7 @@ async function enqueue(ctx: Context, uploadId: string, storePath: string, subjec
   try {
     await setUploadStatus(ctx.topology, { uploadId, state: "queued", storePath, updatedAt: new Date().toISOString() });
   } catch (err) {
-    throw await explainMissingStream(ctx.topology.jsm, `$KV.uploads.${uploadId}`, err);
+    throw await explainMissingStream(ctx.topology.jsm, kvKeySubject("uploads", uploadId), err);
   }
   try {
     await ctx.topology.js.publish(subject, body, { msgID: uploadId });

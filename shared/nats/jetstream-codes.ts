@@ -3,6 +3,7 @@
 // once, with the constant name and description the NATS server gives them in its list of errors
 // (https://github.com/nats-io/nats-server/blob/main/server/errors.json).
 import { JetStreamApiCodes, JetStreamApiError } from "@nats-io/jetstream";
+import { causes } from "../errors.ts";
 
 /** Codes @nats-io/jetstream has no name for. */
 export const MoreJetStreamApiCodes = {
@@ -25,6 +26,14 @@ export const MoreJetStreamApiCodes = {
   ConsumerAlreadyExists: 10148,
   /** JSConsumerWQConsumerNotUniqueErr, "filtered consumer not unique on workqueue stream": its filter overlaps another consumer's. */
   ConsumerFilterNotUnique: 10100,
+  /** JSAccountResourcesExceededErr, "resource limits exceeded for account". */
+  AccountResourcesExceeded: 10002,
+  /** JSInsufficientResourcesErr, "insufficient resources" (the server's own JetStream limits). */
+  InsufficientResources: 10023,
+  /** JSMemoryResourcesExceededErr, "insufficient memory resources available". */
+  MemoryResourcesExceeded: 10028,
+  /** JSStorageResourcesExceededErr, "insufficient storage resources available". */
+  StorageResourcesExceeded: 10047,
 } as const;
 
 /** Whether `err` is the JetStream API's answer with one of these codes. */
@@ -48,7 +57,12 @@ export function isWrongLastSequence(err: unknown): boolean {
  * account", 10047 "insufficient storage resources available"), or the disk itself. Names from
  * the server's errors.json and store errors (https://github.com/nats-io/nats-server/blob/main/server/store.go).
  */
-const STORAGE_FULL_CODES = [10002, 10023, 10028, 10047];
+const STORAGE_FULL_CODES = [
+  MoreJetStreamApiCodes.AccountResourcesExceeded,
+  MoreJetStreamApiCodes.InsufficientResources,
+  MoreJetStreamApiCodes.MemoryResourcesExceeded,
+  MoreJetStreamApiCodes.StorageResourcesExceeded,
+];
 const STORE_FAILED_FULL = /maximum bytes exceeded|maximum messages exceeded|insufficient resources|resource limits exceeded|no space left/i;
 
 /**
@@ -58,7 +72,7 @@ const STORE_FAILED_FULL = /maximum bytes exceeded|maximum messages exceeded|insu
  * "maximum messages per subject exceeded" is a block already stored (`isRefusedAsAlreadyStored`).
  */
 export function isStorageFull(err: unknown): boolean {
-  for (let e = err, depth = 0; e instanceof Error && depth < 8; e = e.cause, depth++) {
+  for (const e of causes(err)) {
     if ((e as { code?: unknown }).code === "storage.full") return true;
     if (isJetStreamApiError(e, ...STORAGE_FULL_CODES)) return true;
     if (isJetStreamApiError(e, MoreJetStreamApiCodes.StreamStoreFailed) && !/per subject/i.test(e.message) && STORE_FAILED_FULL.test(e.message)) return true;
@@ -79,7 +93,7 @@ export function isRefusedAsAlreadyStored(err: unknown): boolean {
 
 /** The server's reason for a full store, for a message a user can act on. */
 export function storageFullReason(err: unknown): string {
-  for (let e = err, depth = 0; e instanceof Error && depth < 8; e = e.cause, depth++) {
+  for (const e of causes(err)) {
     if (e instanceof JetStreamApiError) return `NATS JetStream is out of storage (server: "${e.message}", code ${e.code}); free space or raise the stream/account limits, then retry`;
   }
   return `NATS JetStream is out of storage (${err instanceof Error ? err.message : String(err)}); free space or raise the stream/account limits, then retry`;

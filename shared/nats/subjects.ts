@@ -30,6 +30,11 @@ export function cidDigestFromBlockSubject(subject: string): Uint8Array {
   return new Uint8Array(Buffer.from(m[2]!, "hex"));
 }
 
+/** The subject of a KV key (`>` for the whole bucket), as the KV layer of JetStream names it. */
+export function kvKeySubject(bucket: string, key: string): string {
+  return `$KV.${bucket}.${key}`;
+}
+
 export type WorkStream = "INGEST" | "INDEX";
 
 /**

@@ -28,10 +28,10 @@ import {
 } from "@nats-io/jetstream";
 import { Kvm, type KV, type KvOptions } from "@nats-io/kv";
 import { Objm, setSha256Backend, type ObjectStore } from "@nats-io/obj";
-import { NixcasError } from "../errors.ts";
+import { causes, NixcasError } from "../errors.ts";
 import { serverVersionAtLeast } from "./connect.ts";
 import { isJetStreamApiError, MoreJetStreamApiCodes } from "./jetstream-codes.ts";
-import { BLOCK_SUBJECT_FILTER, INGEST_LANES, ingestLaneOf, LEGACY_INGEST, SUBJECTS } from "./subjects.ts";
+import { BLOCK_SUBJECT_FILTER, INGEST_LANES, ingestLaneOf, kvKeySubject, LEGACY_INGEST, SUBJECTS } from "./subjects.ts";
 import { decodeIngestWorkItem } from "./work-items.ts";
 
 /** The oldest server with every feature listed above. */
@@ -260,7 +260,8 @@ async function ensureStream(jsm: JetStreamManager, spec: StreamSpec, kind: Topol
  * refuses overlapping filters, 10100), and every item still queued on the old subject is moved
  * to its lane by its declared NarSize (an undecodable one to the small lane, whose worker
  * dead-letters it). Safe to repeat and to run from several processes at once: a moved copy's
- * msgID is its old sequence, so two movers store it once. Costs one request when nothing is left.
+ * msgID is its old sequence, so two movers store it once. With nothing left to move it costs a
+ * stream info, a consumer info and one message get at each start.
  */
 async function migrateLegacyIngest(jsm: JetStreamManager, js: JetStreamClient): Promise<TopologyAction | null> {
   const changes: string[] = [];
@@ -321,7 +322,7 @@ function kvStreamSpec(spec: BucketSpec, replicas: number): StreamSpec {
   return {
     config: {
       name: `KV_${spec.name}`,
-      subjects: [`$KV.${spec.name}.>`],
+      subjects: [kvKeySubject(spec.name, ">")],
       num_replicas: replicas,
       max_age: nanos(spec.ttlMs ?? 0),
       description: spec.description,
@@ -430,10 +431,7 @@ function resourceFor(subject: string): string {
  * as "timeout", whatever the cause: one STREAM.NAMES request tells a missing stream apart.
  */
 export async function explainMissingStream(jsm: JetStreamManager, subject: string, err: unknown): Promise<unknown> {
-  let suspicious = false;
-  for (let e = err, depth = 0; e instanceof Error && depth < 8 && !suspicious; e = e.cause, depth++) {
-    suspicious = ["JetStreamNotEnabled", "NoResponders", "TimeoutError"].includes(e.name) || isJetStreamApiError(e, JetStreamApiCodes.StreamNotFound);
-  }
+  const suspicious = [...causes(err)].some((e) => ["JetStreamNotEnabled", "NoResponders", "TimeoutError"].includes(e.name) || isJetStreamApiError(e, JetStreamApiCodes.StreamNotFound));
   if (!suspicious) return err;
   try {
     if ((await jsm.streams.names(subject).next()).length > 0) return err;
