@@ -1,11 +1,13 @@
 // The prologue every `nixcas` command that talks to the cache over NATS shares: --help, usage
-// errors (exit 2), the configuration, a NATS_URL that must be set, a logger fit for a
-// command-line tool, and a NATS connection that is closed however the command ends.
+// errors (exit 2), the configuration, the NATS server (NATS_URL, or the `nixcas up` running with
+// the same NIXCAS_DATA_DIR, as its admin: cli/local-nats.ts), a logger fit for a command-line
+// tool, and a NATS connection that is closed however the command ends.
 import type { NatsConnection } from "@nats-io/nats-core";
 import { loadConfig, type NixcasConfig } from "../shared/config.ts";
-import { ConfigError } from "../shared/errors.ts";
+import { NixcasError } from "../shared/errors.ts";
 import { createLogger, type Logger } from "../shared/log.ts";
 import { connectNats } from "../shared/nats/connect.ts";
+import { resolveNatsTarget } from "./local-nats.ts";
 
 export interface NatsCommand<Args> {
   /** The command's name after `nixcas` (push, verify…). */
@@ -13,7 +15,7 @@ export interface NatsCommand<Args> {
   usage: string;
   /** The parsed arguments, or what is wrong with them. */
   parseArgs(argv: string[]): Args | string;
-  /** Said after "NATS_URL is not set: ": what the command uses NATS for and what to set. */
+  /** Said when no NATS server is configured (no NATS_URL, no local `nixcas up`): what the command uses NATS for and what to set. */
   natsUrlMissing: string;
 }
 
@@ -39,12 +41,20 @@ export async function runNatsCommand<Args>(argv: string[], command: NatsCommand<
     process.stderr.write(`nixcas ${command.name}: ${args}\n\n${command.usage}`);
     return 2;
   }
-  const config = loadConfig();
-  if (!config.nats.servers) throw new ConfigError(`NATS_URL is not set: ${command.natsUrlMissing}`);
+  const loaded = loadConfig();
+  const target = await resolveNatsTarget(loaded, command.natsUrlMissing);
+  // The session's config names the server and creds actually used (a local `nixcas up`'s admin creds).
+  const config: NixcasConfig = { ...loaded, nats: target.nats };
   // A command-line tool: JSON logs only for problems, unless debugging was asked for.
   const clientName = `nixcas-${command.name}`;
   const logger = createLogger({ process: clientName }, { level: config.logLevel === "info" ? "warn" : config.logLevel });
-  const nc = await connectNats({ servers: config.nats.servers, name: clientName, credsFile: config.nats.credsFile, token: config.nats.token, logger });
+  let nc: NatsConnection;
+  try {
+    nc = await connectNats({ servers: target.nats.servers, name: clientName, credsFile: target.nats.credsFile, token: target.nats.token, logger });
+  } catch (err) {
+    if (target.localUrlFile === null) throw err;
+    throw new NixcasError("nats.local-gone", `${(err as Error).message} (found in ${target.localUrlFile}, left by \`nixcas up\`: is it still running with NIXCAS_DATA_DIR=${config.dataDir}?)`, { cause: err });
+  }
   try {
     return await body({ args, config, logger, nc });
   } finally {

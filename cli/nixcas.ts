@@ -10,9 +10,13 @@ const COMMANDS: Record<string, { file: string; summary: string }> = {
   nar: { file: "./commands/nar.ts", summary: "nar dump <path> | nar ls <file.nar>" },
   chunk: { file: "./commands/chunk.ts", summary: "chunk <file> [--min N --avg N --max N]: one JSON line per chunk" },
   key: { file: "./commands/key.ts", summary: "key generate <name> [--secret-file F] | key public <file>: Nix signing keys" },
+  path: { file: "./commands/path.ts", summary: "path info <path> [--json] | path delete <path>: what the cache records for a path (uploader too); remove it (admin)" },
   verify: { file: "./commands/verify.ts", summary: "verify [--repair] [--store S] [--jobs N] [--json]: check every advertised path's blocks and FileHash; exit 1 naming bad ones" },
   service: { file: "./commands/service.ts", summary: "service <ingester|chunker|indexer|gateway>: run one service" },
+  token: { file: "./commands/token.ts", summary: "token create [--pull|--push|--admin] [--ttl 30d] [--name L] | token list [--json] | token revoke <token|id>: HTTP tokens" },
   setup: { file: "./commands/setup.ts", summary: "create the streams, KV buckets and object store (idempotent)" },
+  creds: { file: "./commands/creds.ts", summary: "creds <role> [--name L] [--auth-dir D]: print new NATS credentials for a role (e.g. pusher)" },
+  "nats-auth": { file: "./commands/nats-auth.ts", summary: "nats-auth init --out DIR: NATS server auth (auth.conf) and a creds file per role, for a deployment" },
   config: { file: "./commands/config.ts", summary: "config [--markdown]: check the environment's configuration, or print its table" },
 };
 

@@ -4,7 +4,7 @@
 import { ConfigError } from "./errors.ts";
 import { LARGE_NAR_BYTES } from "./nats/subjects.ts";
 
-type Kind = "string" | "int" | "bytes" | "path" | "url-list" | "level";
+type Kind = "string" | "int" | "bytes" | "path" | "url-list" | "level" | "bool";
 
 interface Variable {
   name: string;
@@ -17,8 +17,8 @@ interface Variable {
 }
 
 export const VARIABLES = [
-  { name: "NATS_URL", kind: "url-list", description: "NATS server(s), comma-separated. Unset: `nixcas up` starts a local nats-server; a lone service refuses to start." },
-  { name: "NATS_CREDS", kind: "path", description: "NATS credentials file (JWT + nkey) for this process." },
+  { name: "NATS_URL", kind: "url-list", description: "NATS server(s), comma-separated. Unset: `nixcas up` starts a local nats-server (JWT auth, creds in NIXCAS_DATA_DIR/nats-auth), and commands such as `nixcas push` or `nixcas token` use the one a running `nixcas up` of the same NIXCAS_DATA_DIR started, with its admin creds; a lone service refuses to start." },
+  { name: "NATS_CREDS", kind: "path", description: "NATS credentials file (JWT + nkey) for this process: its role's (`nixcas creds <role>`, or `nixcas nats-auth init`; docs/nats-notes.md)." },
   { name: "NATS_TOKEN", kind: "string", description: "NATS token, when the server uses token authentication." },
   { name: "NIXCAS_DATA_DIR", kind: "path", default: ".nixcas", description: "Where `nixcas up` keeps the local nats-server's JetStream store and the generated signing key; one `nixcas up` at a time (lock file `nixcas-up.lock`)." },
   { name: "NIXCAS_HTTP_HOST", kind: "string", default: "0.0.0.0", description: "Address the gateway listens on." },
@@ -26,7 +26,14 @@ export const VARIABLES = [
   { name: "NIXCAS_HEALTH_PORT", kind: "int", min: 0, max: 65535, description: "Port of a lone service's (`nixcas service <name>`) HTTP health server, on NIXCAS_HTTP_HOST: `/healthz` (the process answers) and `/readyz` (NATS connected, JetStream answering, KV readable; else 503 with the reason as JSON), for container probes. Unset: none. The gateway (also in `nixcas up`) answers both on its own port." },
   { name: "NIXCAS_SECRET_KEY_FILE", kind: "path", description: "The cache's signing key, in Nix's format (`nixcas key generate`). `nixcas up` generates one under NIXCAS_DATA_DIR when unset; the gateway requires it." },
   { name: "NIXCAS_KEY_NAME", kind: "string", default: "nixcas-1", description: "Key name used when `nixcas up` generates a key." },
-  { name: "NIXCAS_PUSH_TOKEN", kind: "string", description: "When set, uploads (HTTP PUT) need `Authorization: Bearer <token>` (or Basic auth with the token as password, as netrc sends)." },
+  { name: "NIXCAS_PUSH_TOKEN", kind: "string", description: "A static token from the environment with pull and push scope (for deployments that keep it in a secret), besides the tokens of `nixcas token create`. Sent as `Authorization: Bearer <token>` or as the password of Basic auth (what Nix sends from netrc)." },
+  { name: "NIXCAS_PRIVATE", kind: "bool", default: "0", description: "1: reads (narinfo, NARs, logs, blocks…) need a token with pull scope too. Nix sends its netrc credentials on GET. 0: anonymous reads (a public cache)." },
+  { name: "NIXCAS_ALLOW_ANONYMOUS_PUSH", kind: "bool", default: "0", description: "1: anyone who reaches the gateway may upload, and the cache signs what they send (a warning is logged at start). Only for a gateway no stranger can reach. 0: uploads need a token with push scope." },
+  { name: "NIXCAS_UPLOAD_RATE", kind: "int", default: "100", min: 1, max: 1000000, description: "Upload requests (HTTP PUT/DELETE) per second one token (or, without a token, one client address) may make on average; over it: 429 with Retry-After (400 to Nix before 2.34, which re-sends a PUT answered 429 without its body)." },
+  { name: "NIXCAS_UPLOAD_BURST", kind: "int", default: "500", min: 1, max: 1000000, description: "Upload requests one token may make at once before NIXCAS_UPLOAD_RATE applies." },
+  { name: "NIXCAS_HTTP_MAX_CONNECTIONS", kind: "int", default: "10000", min: 1, max: 1000000, description: "Open HTTP connections the gateway accepts in all; over it new connections are closed at once." },
+  { name: "NIXCAS_HTTP_MAX_CONNECTIONS_PER_CLIENT", kind: "int", default: "256", min: 0, max: 1000000, description: "Open HTTP connections one client address may hold; over it its new connections are closed at once, so one client cannot starve the others. 0: no per-client limit (behind a proxy every client has the proxy's address: limit there instead)." },
+  { name: "NIXCAS_HTTP_HEADER_TIMEOUT_SECONDS", kind: "int", default: "10", min: 1, max: 600, description: "A client must send a request's headers within this many seconds of starting it, and an idle connection is closed after it." },
   { name: "NIXCAS_TRUSTED_UPLOADER_KEYS", kind: "string", default: "", description: "Space-separated Nix public keys: a Sig by one of these names on an upload must verify, or the upload is refused." },
   { name: "NIXCAS_STORE_DIR", kind: "path", default: "/nix/store", description: "The Nix store directory this cache serves." },
   { name: "NIXCAS_PRIORITY", kind: "int", default: "40", min: 0, max: 1000, description: "`Priority` announced in nix-cache-info." },
@@ -56,6 +63,12 @@ export interface NixcasConfig {
   secretKeyFile: string | null;
   keyName: string;
   pushToken: string | null;
+  /** NIXCAS_PRIVATE: reads need a pull token. */
+  private: boolean;
+  /** NIXCAS_ALLOW_ANONYMOUS_PUSH: uploads without a token (open on purpose). */
+  anonymousPush: boolean;
+  uploadRate: { perSecond: number; burst: number };
+  httpLimits: { maxConnections: number; maxConnectionsPerClient: number; headerTimeoutSeconds: number };
   trustedUploaderKeys: string[];
   storeDir: string;
   priority: number;
@@ -103,6 +116,10 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): NixcasConfig {
         } else values.set(v.name, n);
         break;
       }
+      case "bool":
+        if (!["0", "1", "true", "false"].includes(raw.trim())) problems.push(`${v.name}=${JSON.stringify(raw)}: expected 1 or 0`);
+        else values.set(v.name, raw.trim() === "1" || raw.trim() === "true" ? 1 : 0);
+        break;
       case "level":
         if (!["debug", "info", "warn", "error"].includes(raw)) problems.push(`${v.name}=${JSON.stringify(raw)}: expected debug, info, warn or error`);
         else values.set(v.name, raw);
@@ -133,6 +150,14 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): NixcasConfig {
     secretKeyFile: str("NIXCAS_SECRET_KEY_FILE"),
     keyName: str("NIXCAS_KEY_NAME")!,
     pushToken: str("NIXCAS_PUSH_TOKEN"),
+    private: num("NIXCAS_PRIVATE") === 1,
+    anonymousPush: num("NIXCAS_ALLOW_ANONYMOUS_PUSH") === 1,
+    uploadRate: { perSecond: num("NIXCAS_UPLOAD_RATE"), burst: num("NIXCAS_UPLOAD_BURST") },
+    httpLimits: {
+      maxConnections: num("NIXCAS_HTTP_MAX_CONNECTIONS"),
+      maxConnectionsPerClient: num("NIXCAS_HTTP_MAX_CONNECTIONS_PER_CLIENT"),
+      headerTimeoutSeconds: num("NIXCAS_HTTP_HEADER_TIMEOUT_SECONDS"),
+    },
     trustedUploaderKeys: (str("NIXCAS_TRUSTED_UPLOADER_KEYS") ?? "").split(/\s+/).filter(Boolean),
     storeDir: str("NIXCAS_STORE_DIR")!,
     priority: num("NIXCAS_PRIORITY"),

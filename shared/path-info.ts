@@ -25,6 +25,11 @@ export interface PathInfo {
   manifest: CID;
   /** Registration time, Unix milliseconds. */
   registered: number;
+  /**
+   * Who uploaded it, as the cache was told (`token <id> (<name>)`, `nats <user>`…:
+   * docs/ingest-protocol.md, `meta.uploader`); absent when nobody said (older uploads).
+   */
+  uploader?: string;
 }
 
 export interface PathInfoOptions {
@@ -35,22 +40,48 @@ export interface PathInfoOptions {
 /** Checks and encodes a PathInfo node. */
 export function encodePathInfo(info: PathInfo, options: PathInfoOptions = {}): EncodedBlock {
   checkPathInfo(info, `PathInfo for ${String(info.storePath)}`, options);
-  // The legacy field is read (decodePathInfo drops it), never written.
-  if (Object.hasOwn(info, LEGACY_UPLOADER)) {
-    throw new FormatError("path-info.uploader", `PathInfo for ${info.storePath}: the field "uploader" of nixcas 0.1.0 is read, never written`);
-  }
+  // An unknown uploader is an absent field, never a null or undefined one: one content, one CID.
+  const { uploader, ...rest } = info;
   // Only the schema's fields go in: a caller's extra properties are an error, not data.
-  return encodeNode("PathInfo", info);
+  return encodeNode("PathInfo", uploader === undefined ? rest : { ...rest, uploader });
 }
-
-/** Always null in nodes nixcas 0.1.0 wrote; the schema keeps it optional so they still read. */
-const LEGACY_UPLOADER = "uploader";
 
 /** Decodes a PathInfo node; with `cid`, the bytes must be that block. */
 export function decodePathInfo(bytes: Uint8Array, cid?: CID, options: PathInfoOptions = {}): PathInfo {
-  const { [LEGACY_UPLOADER]: _legacy, ...info } = decodeNode("PathInfo", bytes, cid) as PathInfo & { uploader?: string | null };
+  // nixcas 0.1.0 wrote `uploader: null` into every PathInfo: it reads as "nobody said".
+  const { uploader, ...rest } = decodeNode("PathInfo", bytes, cid) as Omit<PathInfo, "uploader"> & { uploader?: string | null };
+  const info: PathInfo = uploader === null || uploader === undefined ? rest : { ...rest, uploader };
   checkPathInfo(info, cid ? `PathInfo ${cid}` : "PathInfo", options);
   return info;
+}
+
+/** Longest uploader label, in characters (code points). */
+export const UPLOADER_MAX_CHARS = 200;
+
+// What a label may not contain: control and format characters (bidi overrides, zero-width
+// joiners: a label is shown to people, and must read as what it is), lone surrogates, private
+// use, line and paragraph separators.
+const UNPRINTABLE = /[\p{Cc}\p{Cf}\p{Cs}\p{Co}\p{Zl}\p{Zp}]/u;
+
+/**
+ * A label made from names others chose (a token's name, a NATS user's name) that passes
+ * uploaderProblem: unprintable characters become U+FFFD, and a label too long is cut to
+ * UPLOADER_MAX_CHARS with a final "…". Recording who uploaded must never refuse the upload.
+ */
+export function fitUploaderLabel(text: string): string {
+  const chars = [...text].map((c) => (UNPRINTABLE.test(c) ? "\uFFFD" : c));
+  return chars.length <= UPLOADER_MAX_CHARS ? chars.join("") : chars.slice(0, UPLOADER_MAX_CHARS - 1).join("") + "…";
+}
+
+/** Why `v` is not an uploader label (1..UPLOADER_MAX_CHARS printable characters), or null. */
+export function uploaderProblem(v: unknown): string | null {
+  if (typeof v !== "string") return `is ${v === null ? "null" : typeof v}, not a string`;
+  const chars = [...v];
+  if (chars.length === 0) return "is empty";
+  if (chars.length > UPLOADER_MAX_CHARS) return `is ${chars.length} characters long, at most ${UPLOADER_MAX_CHARS} are allowed`;
+  const at = chars.findIndex((c) => UNPRINTABLE.test(c));
+  if (at >= 0) return `has the unprintable character U+${chars[at]!.codePointAt(0)!.toString(16).toUpperCase().padStart(4, "0")} at position ${at + 1}`;
+  return null;
 }
 
 // Signature: key names are free-form but contain no ':'; the rest is base64 (Nix's format;
@@ -117,4 +148,9 @@ export function checkPathInfo(info: PathInfo, where: string, options: PathInfoOp
   }
 
   wrap("manifest", () => checkLink(info.manifest, DAG_CBOR_CODEC, "manifest"));
+
+  if (info.uploader !== undefined) {
+    const problem = uploaderProblem(info.uploader);
+    if (problem !== null) fail("uploader", `uploader ${problem}`);
+  }
 }

@@ -5,10 +5,9 @@
 // with --json the summary is also printed on stdout as one JSON object.
 // Exit status: 0 when every path is in the cache afterwards, 1 when any failed, 2 for usage.
 import { ChunkWorkerPool } from "../../shared/node/chunk-pipeline.ts";
-import { BlockStore } from "../../shared/nats/block-store.ts";
 import { IngestClient } from "../../shared/nats/ingest-client.ts";
-import { openTopology } from "../../shared/nats/topology.ts";
 import { runNatsCommand } from "../nats-command.ts";
+import { natsUserLabel } from "../nats-user.ts";
 import { emptyTotals, formatSummary, Progress } from "../push/progress.ts";
 import { push } from "../push/pusher.ts";
 
@@ -76,18 +75,16 @@ export async function run(argv: string[]): Promise<number> {
       const pool = new ChunkWorkerPool();
       const progress = new Progress(process.stderr, emptyTotals());
       try {
-        const topology = await openTopology(nc);
-        const blocks = new BlockStore(topology, { logger });
         await push({
           paths: args.paths,
           ...(args.store !== undefined ? { store: args.store } : {}),
           closure: args.closure,
           jobs: args.jobs,
           idleTimeoutMs: args.waitSeconds * 1000,
+          uploader: await natsUserLabel(config.nats.credsFile),
           config,
           nc,
-          blocks,
-          ingest: new IngestClient(topology),
+          ingest: new IngestClient(nc),
           pool,
           progress,
           logger,

@@ -1,17 +1,19 @@
-// Publishes only the blocks the cache lacks. Blocks are gathered into batches (≤ 1024 blocks or
+// Sends only the blocks the cache lacks. Blocks are gathered into batches (≤ 1024 blocks or
 // ~4 MiB of frames); for each batch one `nixcas.index.missing-chunks` request asks which are
-// absent, and only those are published (BlockStore.put: msgID + expected last sequence 0, so a
-// block someone else stored in the meantime comes back as a duplicate, never twice). Two batches
-// are in flight while the next one fills, so the query's round trip overlaps chunking.
+// absent, and only those are sent to the ingester (`nixcas.ingest.block`, IngestClient.putBlock:
+// it verifies each frame against its CID and stores it; a block someone else stored in the
+// meantime comes back as a duplicate, never twice). A push never publishes on BLOCKS itself.
+// Two batches are in flight while the next one fills, so the query's round trip overlaps
+// chunking; the client bounds the block requests in flight.
 //
 // Blocks already seen in this push (by any path: `KnownBlocks`) are not asked about again. An
 // entry is a promise that settles when the block is durable, so a path whose chunk another path
-// is still publishing waits for that ack before it submits its manifest.
+// is still sending waits until the ingester stored it before it submits its manifest.
 import type { NatsConnection } from "@nats-io/nats-core";
 import type { CID } from "multiformats/cid";
 import { BoundedTasks } from "../../shared/bounded-tasks.ts";
 import { NixcasError } from "../../shared/errors.ts";
-import type { BlockStore } from "../../shared/nats/block-store.ts";
+import type { IngestClient } from "../../shared/nats/ingest-client.ts";
 import { INDEX_QUERY_SUBJECTS, MAX_QUERY_ITEMS, type MissingChunksReply, type MissingChunksRequest } from "../../shared/nats/index-protocol.ts";
 import { requestService } from "../../shared/nats/service.ts";
 
@@ -66,7 +68,8 @@ export class KnownBlocks {
 
 export interface BlockUploaderOptions {
   nc: NatsConnection;
-  blocks: BlockStore;
+  /** Where the blocks go: the ingester verifies and stores them. */
+  ingest: IngestClient;
   known: KnownBlocks;
   counters: BlockCounters[];
   batchBlocks?: number;
@@ -80,7 +83,7 @@ export class BlockUploader {
   readonly #o: Required<Omit<BlockUploaderOptions, "counters">> & { counters: BlockCounters[] };
   #batch: PendingBlock[] = [];
   #batchBytes = 0;
-  /** Batches being queried and published; a failed one fails the uploader. */
+  /** Batches being queried and sent; a failed one fails the uploader. */
   readonly #batches: BoundedTasks;
 
   constructor(options: BlockUploaderOptions) {
@@ -146,7 +149,7 @@ export class BlockUploader {
         known.track(key, Promise.resolve());
         continue;
       }
-      const put = this.#o.blocks.put(block.cid, block.frame, block.size).then((result) => {
+      const put = this.#o.ingest.putBlock(block.cid, block.frame, block.size).then((result) => {
         if (result === "stored") this.#count(block, "new");
         else this.#count(block, "dedup");
       });

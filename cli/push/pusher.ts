@@ -11,7 +11,6 @@ import type { ChunkWorkerPool } from "../../shared/node/chunk-pipeline.ts";
 import type { NixcasConfig } from "../../shared/config.ts";
 import { NixcasError } from "../../shared/errors.ts";
 import type { Logger } from "../../shared/log.ts";
-import type { BlockStore } from "../../shared/nats/block-store.ts";
 import { Semaphore } from "../../shared/nats/flow-control.ts";
 import type { IngestClient } from "../../shared/nats/ingest-client.ts";
 import { INDEX_QUERY_SUBJECTS, MAX_QUERY_ITEMS, type HasPathsReply, type HasPathsRequest } from "../../shared/nats/index-protocol.ts";
@@ -32,9 +31,10 @@ export interface PushOptions {
   jobs: number;
   /** How long an upload may sit in one state before the push gives up waiting for it. */
   idleTimeoutMs: number;
+  /** Who pushes, recorded with every path (`nats <user>`, cli/nats-user.ts). */
+  uploader: string;
   config: NixcasConfig;
   nc: NatsConnection;
-  blocks: BlockStore;
   ingest: IngestClient;
   pool: ChunkWorkerPool;
   progress: Progress;
@@ -88,7 +88,7 @@ export async function push(options: PushOptions): Promise<void> {
         pool: options.pool,
         chunker,
         level: config.chunking.zstdLevel,
-        uploader: { nc: options.nc, blocks: options.blocks, known },
+        uploader: { nc: options.nc, ingest: options.ingest, known },
         counters: [counters, totals],
         onBytes: (n) => (totals.narBytes += n),
       });
@@ -105,7 +105,7 @@ export async function push(options: PushOptions): Promise<void> {
       }
     }
     try {
-      await submitPath(prepared, options.ingest, options.idleTimeoutMs);
+      await submitPath(prepared, options.ingest, options.idleTimeoutMs, options.uploader);
     } catch (err) {
       return fail(info, err);
     }

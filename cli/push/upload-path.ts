@@ -1,11 +1,11 @@
 // One store path, end to end: dump its NAR locally, chunk + hash + compress it on the worker
-// pool, check the NAR against what the local Nix database says, publish the blocks the cache
+// pool, check the NAR against what the local Nix database says, send the blocks the cache
 // lacks and the manifest nodes, then submit the manifest and wait for the cache's verdict.
 //
 // Bad local bytes change nothing in the cache when they can be caught first: a NAR up to
 // `verifyFirstBytes` (known in advance: Nix tells us NarSize) is hashed completely before any
 // block leaves this machine. Larger NARs cannot be held in memory; their new chunks are
-// published as they are cut, and if the NAR then turns out not to match, no manifest is
+// sent as they are cut, and if the NAR then turns out not to match, no manifest is
 // submitted and those blocks stay unreferenced until GC sweeps them. Nothing is ever
 // advertised for a path whose NAR did not match.
 import type { CID } from "multiformats/cid";
@@ -37,7 +37,7 @@ export interface PrepareOptions {
   verifyFirstBytes?: number;
 }
 
-/** Everything published; what the manifest submission needs. */
+/** Everything stored; what the manifest submission needs. */
 export interface PreparedPath {
   info: LocalPathInfo;
   manifest: CID;
@@ -125,7 +125,8 @@ function asReadError(err: unknown, info: LocalPathInfo, where: string): unknown 
 
 // ---- Submitting -------------------------------------------------------------------------------
 
-export function uploadMetadata(info: LocalPathInfo): UploadMetadata {
+/** `uploader`: who pushes (cli/nats-user.ts), recorded with the path. */
+export function uploadMetadata(info: LocalPathInfo, uploader: string): UploadMetadata {
   return {
     storePath: info.storePath,
     narHash: formatHash(info.narHash, "nix32"),
@@ -134,6 +135,7 @@ export function uploadMetadata(info: LocalPathInfo): UploadMetadata {
     deriver: info.deriver,
     ca: info.ca,
     sigs: info.sigs,
+    uploader,
   };
 }
 
@@ -142,9 +144,9 @@ export function uploadMetadata(info: LocalPathInfo): UploadMetadata {
  * when the upload's state has not moved for `idleTimeoutMs` (no indexer running, a stuck queue):
  * the upload stays queued in the cache, which will still finish it.
  */
-export async function submitPath(prepared: PreparedPath, ingest: IngestClient, idleTimeoutMs: number): Promise<UploadStatus> {
+export async function submitPath(prepared: PreparedPath, ingest: IngestClient, idleTimeoutMs: number, uploader: string): Promise<UploadStatus> {
   const { info } = prepared;
-  const { uploadId } = await ingest.submitManifest(uploadMetadata(info), prepared.manifest);
+  const { uploadId } = await ingest.submitManifest(uploadMetadata(info, uploader), prepared.manifest);
   let last: UploadStatus | null = null;
   let idleSince = Date.now();
   for (;;) {

@@ -10,7 +10,7 @@ import type { IngestClient } from "../../shared/nats/ingest-client.ts";
 import type { StagingStore } from "../../shared/nats/staging-store.ts";
 import type { Topology } from "../../shared/nats/topology.ts";
 import type { SecretKey } from "../../shared/signing.ts";
-import type { PushAuthorizer } from "./auth.ts";
+import type { Authorize } from "./auth.ts";
 import type { BlockLoader } from "./block-loader.ts";
 import type { ReadBudget } from "./chunk-reader.ts";
 import type { GatewayMetrics } from "./metrics.ts";
@@ -29,7 +29,11 @@ export interface Gateway {
   secretKey: SecretKey;
   metrics: GatewayMetrics;
   logger: Logger;
-  authorizePush: PushAuthorizer;
+  /**
+   * Who sent the request, if they may do `scope`; else throws HttpError 401/403/429. PUT handlers
+   * call it with "push", GET handlers with "pull" (free on a public cache).
+   */
+  authorize: Authorize;
   /** Where `PUT nar/…` streams the NARs it receives. */
   staging: StagingStore;
 }

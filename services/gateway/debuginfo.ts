@@ -9,12 +9,13 @@ import { collect, decodedBody } from "./request-body.ts";
 
 const DEBUGINFO_MAX_BYTES = 64 * 1024;
 
-export const serveDebugInfo: Handler = async (_gw, rq) => {
+export const serveDebugInfo: Handler = async (gw, rq) => {
+  await gw.authorize(rq.req, "pull");
   throw notFound(rq.path.slice(1));
 };
 
 export const putDebugInfo: Handler = async (gw, rq) => {
-  gw.authorizePush(rq.req);
+  await gw.authorize(rq.req, "push");
   const body = await collect(decodedBody(rq.req, { limit: DEBUGINFO_MAX_BYTES, what: "debuginfo" }));
   let value: unknown;
   try {

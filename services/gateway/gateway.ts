@@ -6,18 +6,20 @@ import { createServer, STATUS_CODES, type IncomingMessage, type ServerResponse }
 import type { AddressInfo } from "node:net";
 import { BlockStore } from "../../shared/nats/block-store.ts";
 import { Catalog } from "../../shared/nats/catalog.ts";
-import { IngestClient } from "../../shared/nats/ingest-client.ts";
+import { ingestClientFor } from "../../shared/nats/ingest-client.ts";
 import { StagingStore } from "../../shared/nats/staging-store.ts";
+import { TokenStore } from "../../shared/nats/token-store.ts";
 import { startMicroservice } from "../../shared/nats/service.ts";
 import { listenOrExplain, type ServiceDeps } from "../../shared/nats/service-process.ts";
 import { SUBJECTS } from "../../shared/nats/subjects.ts";
 import { NIXCAS_VERSION } from "../../shared/version.ts";
-import { createPushAuthorizer } from "./auth.ts";
+import { createAuthorizer } from "./auth.ts";
 import { BlockLoader } from "./block-loader.ts";
 import { ReadBudget } from "./chunk-reader.ts";
 import type { Gateway, GatewayRequest } from "./context.ts";
 import { HotCache } from "./hot-cache.ts";
 import { HttpError, errorMessage, isClientError, notFound, sendText, statusForRead, statusForUpload } from "./http-errors.ts";
+import { limitConnections, serverTimeouts } from "./connection-limits.ts";
 import { createGatewayMetrics, type GatewayMetrics } from "./metrics.ts";
 import { NarInfoRenderer } from "./narinfo-render.ts";
 import { deferContinue } from "./request-body.ts";
@@ -33,10 +35,6 @@ export interface RunningGateway {
   stop(graceMs?: number): Promise<void>;
 }
 
-/** Headers must arrive within this (slow-loris protection); bodies have their own idle limit. */
-const HEADERS_TIMEOUT_MS = 20_000;
-const KEEP_ALIVE_TIMEOUT_MS = 30_000;
-const MAX_CONNECTIONS = 4096;
 /** Reply bytes of block reads in flight on the gateway's NATS connection. */
 const READ_BYTES_IN_FLIGHT = 32 * 1024 * 1024;
 /** Read-ahead of all responses together (each may also hold the one chunk it sends next). */
@@ -55,26 +53,20 @@ export async function startGateway(deps: ServiceDeps): Promise<RunningGateway> {
     topology,
     catalog,
     blocks,
-    ingest: new IngestClient(topology),
+    ingest: ingestClientFor(topology),
     loader: new BlockLoader(blocks, hotCache, metrics, logger),
     readBudget: new ReadBudget(READ_AHEAD_BYTES),
     narinfos: new NarInfoRenderer(secretKey, config.storeDir),
     secretKey,
     metrics,
     logger,
-    authorizePush: createPushAuthorizer(config.pushToken),
+    authorize: createAuthorizer({ config, tokens: new TokenStore(topology), refusals: metrics.authRefusals }),
     staging: new StagingStore(topology),
   };
 
-  const server = createServer({
-    // No total request time: a NAR upload of tens of GiB takes what it takes; idle bodies and
-    // stalled readers are cut by request-body.ts and manifest-stream.ts instead.
-    requestTimeout: 0,
-    headersTimeout: HEADERS_TIMEOUT_MS,
-    keepAliveTimeout: KEEP_ALIVE_TIMEOUT_MS,
-    maxHeaderSize: 16 * 1024,
-  });
-  server.maxConnections = MAX_CONNECTIONS;
+  // Slow-loris protection: connection-limits.ts (bodies have their own idle limit).
+  const server = createServer({ ...serverTimeouts(config.httpLimits), maxHeaderSize: 16 * 1024 });
+  limitConnections(server, config.httpLimits, metrics);
   server.on("request", (req: IncomingMessage, res: ServerResponse) => void handle(gw, req, res, false));
   server.on("checkContinue", (req: IncomingMessage, res: ServerResponse) => void handle(gw, req, res, true));
   server.on("clientError", (err: NodeJS.ErrnoException, socket) => {
@@ -106,7 +98,10 @@ export async function startGateway(deps: ServiceDeps): Promise<RunningGateway> {
     ],
     logger,
   });
-  logger.info("gateway listening", { url, storeDir: config.storeDir, key: secretKey.name, pushAuth: config.pushToken !== null });
+  logger.info("gateway listening", { url, storeDir: config.storeDir, key: secretKey.name, private: config.private, envToken: config.pushToken !== null });
+  if (config.anonymousPush) {
+    logger.warn("uploads are open to anyone who reaches this gateway, and the cache signs what they send (NIXCAS_ALLOW_ANONYMOUS_PUSH=1)", { url });
+  }
 
   return {
     url,

@@ -3,7 +3,9 @@
 // - GET/HEAD: 404 for anything absent (also junk names: a bad name is simply not there);
 //   5xx is honest for our own failures (Nix retries a few times, then reports it).
 // - PUT: only 200/201/204 or 4xx. A 5xx (or 202, 408, 429) makes Nix < 2.34 retry with an empty
-//   body and hang for 300 s per attempt, so every PUT failure, ours included, is a 4xx.
+//   body and hang for 300 s per attempt, so every PUT failure, ours included, is a 4xx. The one
+//   429 is the upload rate limit's, which upload-rate.ts sends only to clients that retry a PUT
+//   with its body.
 import type { ServerResponse } from "node:http";
 import { FormatError, IntegrityError, NixcasError } from "../../shared/errors.ts";
 import { isStorageFull, storageFullReason } from "../../shared/nats/jetstream-codes.ts";
@@ -44,7 +46,7 @@ export function statusForUpload(err: unknown): number {
   // header comment; 507 would be the 5xx), and not 400: the request itself is fine, and a client
   // or monitor can tell "cache full" from "bad upload" by the status alone.
   if (isStorageFull(err)) return 413;
-  if (err instanceof HttpError && err.status >= 400 && err.status < 500 && err.status !== 408 && err.status !== 429) {
+  if (err instanceof HttpError && err.status >= 400 && err.status < 500 && err.status !== 408 && (err.status !== 429 || err.code === "auth.rate-limited")) {
     return err.status;
   }
   return 400;

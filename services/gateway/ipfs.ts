@@ -25,6 +25,7 @@ const CAR = "application/vnd.ipld.car";
 const IMMUTABLE = "public, max-age=29030400, immutable";
 
 export const serveIpfs: Handler = async (gw, rq) => {
+  await gw.authorize(rq.req, "pull");
   const text = rq.params[0]!;
   let cid: CID;
   try {

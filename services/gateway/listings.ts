@@ -16,6 +16,7 @@ import { collect, decodedBody } from "./request-body.ts";
 export const LISTING_MAX_BYTES = 64 * 1024 * 1024;
 
 export const serveListing: Handler = async (gw, rq) => {
+  await gw.authorize(rq.req, "pull");
   const hashPart = rq.params[0]!;
   if (!isValidHashPart(hashPart)) throw notFound(`${hashPart}.ls`);
   const root = await gw.catalog.getListing(hashPart);
@@ -26,7 +27,7 @@ export const serveListing: Handler = async (gw, rq) => {
 export const putListing: Handler = async (gw, rq) => {
   const hashPart = rq.params[0]!;
   if (!isValidHashPart(hashPart)) throw badRequest("listing.name", `${JSON.stringify(hashPart)} is not a store path hash part (32 nix32 characters)`);
-  gw.authorizePush(rq.req);
+  await gw.authorize(rq.req, "push");
   const body = await collect(decodedBody(rq.req, { limit: LISTING_MAX_BYTES, what: "NAR listing", onBytes: (n) => gw.metrics.bytesReceived.inc({ route: rq.route }, n) }));
   checkListing(body);
   if ((await gw.catalog.getListing(hashPart)) !== null) {

@@ -104,6 +104,10 @@ export interface GatewayMetrics {
   uploadInternalErrors: Counter;
   /** Downloads of NARs under a name a client uploaded (KV `files`), by compression served. */
   uploadedFileDownloads: Counter;
+  /** Connections closed before they were served (labels: reason — connection-limits.ts `RefusalReason`). */
+  connectionsRefused: Counter;
+  /** Requests refused by auth.ts (labels: reason — auth.ts `RefusalReason`). */
+  authRefusals: Counter;
 }
 
 export function createGatewayMetrics(hotCache: { bytes: number; entries: number; capacity: number }): GatewayMetrics {
@@ -124,6 +128,14 @@ export function createGatewayMetrics(hotCache: { bytes: number; entries: number;
     uploadedFileDownloads: registry.counter(
       "nixcas_gateway_uploaded_file_downloads_total",
       "NAR downloads under a file name a client uploaded (its own cached narinfo), by the compression served.",
+    ),
+    connectionsRefused: registry.counter(
+      "nixcas_gateway_connections_refused_total",
+      "HTTP connections closed before they were served: over the per-client limit (client-limit), over the total limit (total-limit), headers not complete in time (header-timeout).",
+    ),
+    authRefusals: registry.counter(
+      "nixcas_gateway_auth_refusals_total",
+      "Requests refused by authentication, by reason: no credentials where needed (required), not a valid token (invalid), an expired token (expired), a token without the scope (scope), uploads over NIXCAS_UPLOAD_RATE (rate-limited).",
     ),
   };
   // Unlabelled counters are exposed from the start, so a rate() has a first sample of 0.

@@ -24,6 +24,7 @@ import { serveUploadedFile } from "./uploaded-files.ts";
 const SERVED_NAR = /^([0-9a-df-np-sv-z]{52})\.nar(\.zst)?$/;
 
 export const serveNar: Handler = async (gw, rq) => {
+  await gw.authorize(rq.req, "pull");
   const name = rq.params[0]!;
   const m = SERVED_NAR.exec(name);
   const nar = m ? await gw.catalog.getNar(m[1]!) : null;

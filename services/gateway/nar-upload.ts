@@ -19,7 +19,7 @@ import { checkNarName, stagedKey } from "./staged-nars.ts";
 export const putNar: Handler = async (gw, rq) => {
   const name = rq.params[0]!;
   checkNarName(name);
-  gw.authorizePush(rq.req);
+  await gw.authorize(rq.req, "push");
   if (rq.req.headers["content-encoding"] !== undefined) {
     // A NAR's compression is the narinfo's business; a transport coding on top would be hashed
     // as part of the file and never match FileHash.

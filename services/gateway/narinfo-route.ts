@@ -8,6 +8,7 @@ import type { Handler } from "./context.ts";
 import { notFound } from "./http-errors.ts";
 
 export const serveNarInfo: Handler = async (gw, rq) => {
+  await gw.authorize(rq.req, "pull");
   const hashPart = rq.params[0]!;
   if (!isValidHashPart(hashPart)) throw notFound(`${hashPart}.narinfo`);
   const found = await gw.catalog.getPathInfo(hashPart);

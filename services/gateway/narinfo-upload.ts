@@ -23,6 +23,8 @@ import { NARINFO_MAX_BYTES, parseNarInfo, type NarInfo } from "../../shared/nari
 import { NAR_FILE_NAME, type UploadMetadata } from "../../shared/nats/work-items.ts";
 import { encodeNixBase32 } from "../../shared/nixbase32.ts";
 import { isValidHashPart, parseStorePath } from "../../shared/store-path.ts";
+import { fitUploaderLabel } from "../../shared/path-info.ts";
+import { uploaderLabel } from "./auth.ts";
 import type { Handler } from "./context.ts";
 import { badRequest, HttpError } from "./http-errors.ts";
 import { collect, decodedBody } from "./request-body.ts";
@@ -35,7 +37,7 @@ export const putNarInfo: Handler = async (gw, rq) => {
   const started = Date.now();
   const hashPart = rq.params[0]!;
   if (!isValidHashPart(hashPart)) throw badRequest("narinfo.name", `${JSON.stringify(hashPart)} is not a store path hash part (32 nix32 characters)`);
-  gw.authorizePush(rq.req);
+  const principal = await gw.authorize(rq.req, "push");
   const body = await collect(decodedBody(rq.req, { limit: NARINFO_MAX_BYTES, what: "narinfo", onBytes: (n) => gw.metrics.bytesReceived.inc({ route: rq.route }, n) }));
   let text: string;
   try {
@@ -49,7 +51,7 @@ export const putNarInfo: Handler = async (gw, rq) => {
   if (sp.hashPart !== hashPart) {
     throw badRequest("narinfo.hash-part", `narinfo PUT to ${hashPart}.narinfo describes ${info.storePath} (hash part ${sp.hashPart})`);
   }
-  const meta = uploadMetadata(info, gw.secretKey.name);
+  const meta = uploadMetadata(info, gw.secretKey.name, uploaderLabel(principal));
   const log = rq.log.child({ storePath: info.storePath });
 
   const narHash32 = encodeNixBase32(info.narHash.digest);
@@ -100,11 +102,12 @@ export const putNarInfo: Handler = async (gw, rq) => {
 };
 
 /**
- * What the ingester needs from a narinfo. Sigs under our own key name are dropped: the gateway
+ * What the ingester needs from a narinfo, and who sent it (the token's label, recorded in the
+ * PathInfo). Sigs under our own key name are dropped: the gateway
  * signs every narinfo it serves itself, and a client's copy of our signature (`nix store sign`
  * re-PUTs what it read) is either that same signature or a forgery.
  */
-export function uploadMetadata(info: NarInfo, ownKeyName: string): UploadMetadata {
+export function uploadMetadata(info: NarInfo, ownKeyName: string, uploader: string): UploadMetadata {
   return {
     storePath: info.storePath,
     narHash: formatHash(info.narHash, "nix32"),
@@ -113,5 +116,6 @@ export function uploadMetadata(info: NarInfo, ownKeyName: string): UploadMetadat
     deriver: info.deriver ?? null,
     ca: info.ca ?? null,
     sigs: info.sigs.filter((s) => s.slice(0, s.indexOf(":")) !== ownKeyName),
+    uploader: fitUploaderLabel(uploader),
   };
 }

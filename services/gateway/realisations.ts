@@ -5,8 +5,10 @@
 // The JSON is checked for the fields a client relies on (the id matches the URL, outPath is a
 // store path base name, signatures a list), not re-encoded: its signatures cover its bytes'
 // meaning, and clients of each scheme expect their own shape. A realisation maps an output to
-// one path for good: an upload naming another outPath than the stored one is refused (409);
-// the same outPath replaces it (e.g. with more signatures).
+// one path for good: an upload naming another outPath than the stored one is refused (409).
+// One with the same outPath replaces it (e.g. with more signatures) only with an admin token;
+// with a push token the stored one is kept (204: the mapping the client wanted is there, and
+// `nix copy` re-sends the realisations of outputs another builder uploaded first).
 import { parseStorePathBaseName } from "../../shared/store-path.ts";
 import type { GatewayRequest, Handler } from "./context.ts";
 import { badRequest, HttpError, notFound } from "./http-errors.ts";
@@ -47,6 +49,7 @@ function target(rq: GatewayRequest): Target | null {
 }
 
 export const serveRealisation: Handler = async (gw, rq) => {
+  await gw.authorize(rq.req, "pull");
   const t = target(rq);
   if (t === null) throw notFound(rq.path.slice(1));
   const json = await gw.catalog.getRealisation(t.key);
@@ -60,17 +63,24 @@ export const serveRealisation: Handler = async (gw, rq) => {
 export const putRealisation: Handler = async (gw, rq) => {
   const t = target(rq);
   if (t === null) throw badRequest("realisation.name", `${rq.path.slice(1)} is not a realisation path (realisations/sha256:<hex>!<out>.doi or build-trace-v2/<drv>/<out>.doi)`);
-  gw.authorizePush(rq.req);
+  const principal = await gw.authorize(rq.req, "push");
   const body = await collect(decodedBody(rq.req, { limit: REALISATION_MAX_BYTES, what: "realisation", onBytes: (n) => gw.metrics.bytesReceived.inc({ route: rq.route }, n) }));
   const outPath = checkRealisation(t, body);
-  const existing = await gw.catalog.getRealisation(t.key);
-  if (existing !== null) {
-    const stored = storedOutPath(existing);
+  const refuseOtherPath = (existing: Uint8Array | null) => {
+    const stored = existing === null ? null : storedOutPath(existing);
     if (stored !== null && stored !== outPath) {
       throw new HttpError(409, "realisation.conflict", `${t.url} already maps to ${stored}; refusing to re-point it to ${outPath}`);
     }
+  };
+  refuseOtherPath(await gw.catalog.getRealisation(t.key));
+  if (principal.scopes.has("admin")) {
+    await gw.catalog.putRealisation(t.key, body);
+  } else if (!(await gw.catalog.createRealisation(t.key, body))) {
+    refuseOtherPath(await gw.catalog.getRealisation(t.key));
+    gw.metrics.uploads.inc({ kind: "realisation", outcome: "kept-existing" });
+    rq.res.writeHead(204).end();
+    return;
   }
-  await gw.catalog.putRealisation(t.key, body);
   gw.metrics.uploads.inc({ kind: "realisation", outcome: "stored" });
   rq.res.writeHead(204).end();
 };

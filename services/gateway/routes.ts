@@ -1,5 +1,6 @@
 // The URL table: where every request goes. HEAD runs the GET handler (same status and headers,
-// no body); a path that matches no pattern is 404, a method a route lacks is 405.
+// no body); a path that matches no pattern is 404, a method a route lacks is 405. DELETE is an
+// admin's (narinfo-delete.ts), not part of the Nix protocol.
 // Patterns match the percent-decoded path; names are validated by the handlers, which answer 404
 // on GET (a junk name is simply absent) and 400 on PUT.
 import { putCacheInfo, serveCacheInfo } from "./cache-info.ts";
@@ -11,6 +12,7 @@ import { putListing, serveListing } from "./listings.ts";
 import { putLog, serveLog } from "./logs.ts";
 import { serveNar } from "./nar-route.ts";
 import { putNar } from "./nar-upload.ts";
+import { deleteNarInfo } from "./narinfo-delete.ts";
 import { serveNarInfo } from "./narinfo-route.ts";
 import { putNarInfo } from "./narinfo-upload.ts";
 import { putRealisation, serveRealisation } from "./realisations.ts";
@@ -21,11 +23,12 @@ export interface Route {
   pattern: RegExp;
   GET?: Handler;
   PUT?: Handler;
+  DELETE?: Handler;
 }
 
 export const ROUTES: readonly Route[] = [
   { name: "cache-info", pattern: /^\/nix-cache-info$/, GET: serveCacheInfo, PUT: putCacheInfo },
-  { name: "narinfo", pattern: /^\/([^/]+)\.narinfo$/, GET: serveNarInfo, PUT: putNarInfo },
+  { name: "narinfo", pattern: /^\/([^/]+)\.narinfo$/, GET: serveNarInfo, PUT: putNarInfo, DELETE: deleteNarInfo },
   { name: "nar", pattern: /^\/nar\/([^/]+)$/, GET: serveNar, PUT: putNar },
   { name: "listing", pattern: /^\/([^/]+)\.ls$/, GET: serveListing, PUT: putListing },
   { name: "log", pattern: /^\/log\/([^/]+)$/, GET: serveLog, PUT: putLog },
@@ -48,7 +51,7 @@ export function matchRoute(method: string, path: string): RouteMatch {
     const m = route.pattern.exec(path);
     if (!m) continue;
     const head = method === "HEAD";
-    const handler = head || method === "GET" ? route.GET : method === "PUT" ? route.PUT : undefined;
+    const handler = head || method === "GET" ? route.GET : method === "PUT" ? route.PUT : method === "DELETE" ? route.DELETE : undefined;
     if (!handler) return { kind: "method-not-allowed", route, allow: allowed(route) };
     return { kind: "found", route, handler, params: m.slice(1), head };
   }
@@ -56,5 +59,5 @@ export function matchRoute(method: string, path: string): RouteMatch {
 }
 
 function allowed(route: Route): string {
-  return [route.GET ? "GET, HEAD" : "", route.PUT ? "PUT" : ""].filter(Boolean).join(", ");
+  return [route.GET ? "GET, HEAD" : "", route.PUT ? "PUT" : "", route.DELETE ? "DELETE" : ""].filter(Boolean).join(", ");
 }

@@ -107,6 +107,8 @@ export async function indexPath(item: IndexWorkItem, ctx: IndexContext, deps: In
       sigs: meta.sigs,
       manifest: root,
       registered: Date.now(),
+      // The first upload's; a later one of the same NAR only adds signatures (above).
+      ...(meta.uploader != null ? { uploader: meta.uploader } : {}),
     };
     await ensureNarRecord(deps, ctx, narHashNix32, root, zst);
     await recordUploadedFile(deps, item);

@@ -1,5 +1,5 @@
-// The indexer: consumes INDEX (index-path.ts: the step that makes a path visible) and answers
-// the `nixcas.index.*` queries (queries.ts).
+// The indexer: consumes INDEX (index-path.ts: the step that makes a path visible), answers
+// the `nixcas.index.*` queries (queries.ts) and the admin's path deletions (delete-path.ts).
 import { BlockStore } from "../../shared/nats/block-store.ts";
 import { Catalog } from "../../shared/nats/catalog.ts";
 import { startMicroservice } from "../../shared/nats/service.ts";
@@ -8,7 +8,8 @@ import { markUploadFailed } from "../../shared/nats/upload-events.ts";
 import { runWorkQueue } from "../../shared/nats/work-queue.ts";
 import { decodeIndexWorkItem, type IndexWorkItem } from "../../shared/nats/work-items.ts";
 import { indexPath, type IndexDeps } from "./index-path.ts";
-import { INDEX_QUERY_SUBJECTS } from "../../shared/nats/index-protocol.ts";
+import { INDEX_ADMIN_SUBJECTS, INDEX_QUERY_SUBJECTS } from "../../shared/nats/index-protocol.ts";
+import { deletePath } from "./delete-path.ts";
 import { hasPaths, lookup, missingChunks, type QueryDeps } from "./queries.ts";
 import { NIXCAS_VERSION } from "../../shared/version.ts";
 
@@ -44,6 +45,7 @@ export async function startIndexer(deps: ServiceDeps): Promise<{ stop(): Promise
         { name: "has-paths", subject: INDEX_QUERY_SUBJECTS.hasPaths, handler: (req) => hasPaths(req.data, queryDeps) },
         { name: "missing-chunks", subject: INDEX_QUERY_SUBJECTS.missingChunks, handler: (req) => missingChunks(req.data, queryDeps) },
         { name: "lookup", subject: INDEX_QUERY_SUBJECTS.lookup, handler: (req) => lookup(req.data, queryDeps) },
+        { name: "delete-path", subject: INDEX_ADMIN_SUBJECTS.deletePath, handler: (req) => deletePath(req.data, { topology, catalog, logger }) },
       ],
       logger,
     });

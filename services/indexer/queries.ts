@@ -3,7 +3,7 @@
 import { CID } from "multiformats/cid";
 import { isBlockCid } from "../../shared/cid.ts";
 import { FormatError, NixcasError } from "../../shared/errors.ts";
-import { formatHash, sha256Hash } from "../../shared/hash.ts";
+import { formatDigest, formatHash, sha256Hash } from "../../shared/hash.ts";
 import type { BlockStore } from "../../shared/nats/block-store.ts";
 import type { Catalog } from "../../shared/nats/catalog.ts";
 import {
@@ -64,6 +64,7 @@ export async function lookup(data: Uint8Array, deps: QueryDeps): Promise<PathInf
   if (found === null) throw new NixcasError("index.not-found", `no store path with hash part ${hashPart} is in the cache`);
   const { info, cid } = found;
   const listing = await deps.catalog.getListing(hashPart);
+  const nar = await deps.catalog.getNar(formatDigest(sha256Hash(info.narHash), "nix32"));
   return {
     cid: cid.toString(),
     storePath: info.storePath,
@@ -76,5 +77,8 @@ export async function lookup(data: Uint8Array, deps: QueryDeps): Promise<PathInf
     manifest: info.manifest.toString(),
     listing: listing?.toString() ?? null,
     registered: info.registered,
+    uploader: info.uploader ?? null,
+    fileHash: nar?.zstFileHash ? formatHash(sha256Hash(nar.zstFileHash), "nix32") : null,
+    fileSize: nar?.zstFileSize ?? null,
   };
 }

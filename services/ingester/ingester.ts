@@ -1,5 +1,7 @@
 // The ingester: the front door of the upload pipeline. It answers `nixcas.ingest.nar` and
-// `nixcas.ingest.manifest` (ingest-protocol.ts), validates everything it can without reading
+// `nixcas.ingest.manifest` (ingest-protocol.ts), stores the verified blocks of pre-chunked
+// uploads (`nixcas.ingest.block`: block-intake.ts), and tells uploaders how their upload ended
+// (`nixcas.ingest.status`, a long poll on KV `uploads`). It validates everything it can without reading
 // the NAR, records the upload as `queued`, and stores the work item (on its INGEST lane, by
 // declared NarSize) in JetStream before
 // replying — so an accepted upload survives any single crash, and a refused one left nothing
@@ -14,15 +16,16 @@ import { decodeManifest } from "../../shared/manifest.ts";
 import { parsePublicKey } from "../../shared/signing.ts";
 import { BlockStore } from "../../shared/nats/block-store.ts";
 import { isStorageFull, storageFullReason } from "../../shared/nats/jetstream-codes.ts";
-import { decodeIngestManifestRequest, decodeIngestNarRequest, type IngestAccepted } from "../../shared/nats/ingest-protocol.ts";
+import { decodeIngestManifestRequest, decodeIngestNarRequest, decodeIngestStatusRequest, type IngestAccepted } from "../../shared/nats/ingest-protocol.ts";
 import { startMicroservice } from "../../shared/nats/service.ts";
 import { StagingStore } from "../../shared/nats/staging-store.ts";
 import { INGEST_LANES, ingestLaneOf, kvKeySubject, SUBJECTS } from "../../shared/nats/subjects.ts";
 import type { ServiceDeps } from "../../shared/nats/service-process.ts";
 import { explainMissingStream, type Topology } from "../../shared/nats/topology.ts";
-import { setUploadStatus } from "../../shared/nats/uploads.ts";
+import { setUploadStatus, waitForUpload } from "../../shared/nats/uploads.ts";
 import { encodeIndexWorkItem, encodeIngestWorkItem, type IndexWorkItem, type IngestWorkItem } from "../../shared/nats/work-items.ts";
 import { validateUploadMetadata, type ValidationRules } from "./validate.ts";
+import { BlockIntake } from "./block-intake.ts";
 import { NIXCAS_VERSION } from "../../shared/version.ts";
 
 
@@ -34,6 +37,7 @@ export async function startIngester(deps: ServiceDeps): Promise<{ stop(): Promis
     trustedUploaderKeys: config.trustedUploaderKeys.map((k) => parsePublicKey(k)),
   };
   const blocks = new BlockStore(topology, { logger });
+  const intake = new BlockIntake({ blocks, logger });
   const staging = new StagingStore(topology);
   const service = await startMicroservice(topology.nc, {
     name: "nixcas-ingester",
@@ -42,6 +46,15 @@ export async function startIngester(deps: ServiceDeps): Promise<{ stop(): Promis
     endpoints: [
       { name: "nar", subject: SUBJECTS.ingestNar, handler: (req) => ingestNar(req.data, { topology, rules, logger, staging }) },
       { name: "manifest", subject: SUBJECTS.ingestManifest, handler: (req) => ingestManifest(req.data, { topology, rules, logger, blocks }) },
+      { name: "block", subject: SUBJECTS.ingestBlock, handler: (req) => intake.ingest(req.data, req.headers) },
+      {
+        name: "status",
+        subject: SUBJECTS.ingestStatus,
+        handler: (req) => {
+          const { uploadId, waitMs } = decodeIngestStatusRequest(req.data);
+          return waitForUpload(topology, uploadId, waitMs);
+        },
+      },
     ],
     logger,
   });
@@ -102,7 +115,7 @@ export async function ingestManifest(data: Uint8Array, ctx: Context & { blocks: 
   // now with a precise reply instead of a failed upload later. The chunks are the indexer's job.
   const bytes = await ctx.blocks.get(root);
   if (bytes === null) {
-    throw new FormatError("ingest.manifest-missing", `manifest ${root} is not stored: publish the manifest's blocks (CID.sha256.<pp>.<hex>) before submitting it`);
+    throw new FormatError("ingest.manifest-missing", `manifest ${root} is not stored: send the manifest's blocks (nixcas.ingest.block) before submitting it`);
   }
   let manifest;
   try {

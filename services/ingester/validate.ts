@@ -93,6 +93,8 @@ export function validateUploadMetadata(raw: UploadMetadata, rules: ValidationRul
     deriver,
     ca,
     sigs,
+    // The label's rules are the protocol's (checkUploadMetadataShape); null means nobody said.
+    ...(raw.uploader != null ? { uploader: raw.uploader } : {}),
   };
   checkSignatures(meta, narHash, rules);
   return { meta, narHash, hashPart: sp.hashPart };

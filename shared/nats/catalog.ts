@@ -198,6 +198,10 @@ export class Catalog {
     await this.#putCid("listings", checkHashPart(hashPart), root);
   }
 
+  async deleteListing(hashPart: string): Promise<void> {
+    await this.#delete("listings", checkHashPart(hashPart));
+  }
+
   /**
    * Stores a listing only where none exists (a client's `.ls` upload: the pipeline's own one,
    * written with putListing, always wins). False when one exists; it is kept.
@@ -224,6 +228,13 @@ export class Catalog {
     await this.#putCid("logs", escapeKey(drvBaseName), root);
   }
 
+  /** Stores a log only where none exists (an upload without admin scope); false when one does. */
+  async createLog(drvBaseName: string, root: CID): Promise<boolean> {
+    const key = escapeKey(drvBaseName);
+    checkLink(root, DAG_CBOR_CODEC, `manifest root for logs/${key}`);
+    return this.#create("logs", key, new TextEncoder().encode(root.toString()));
+  }
+
   // --- realisations: escaped id -> the `.doi` JSON verbatim ---
 
   async getRealisation(id: string): Promise<Uint8Array | null> {
@@ -231,12 +242,14 @@ export class Catalog {
   }
 
   async putRealisation(id: string, json: Uint8Array): Promise<void> {
-    try {
-      JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(json));
-    } catch (err) {
-      throw new FormatError("catalog.realisation-json", `realisation ${id} is not JSON: ${(err as Error).message}`, { cause: err });
-    }
+    checkRealisationJson(id, json);
     await this.#put("realisations", escapeKey(id), json);
+  }
+
+  /** Stores a realisation only where none exists (an upload without admin scope); false when one does. */
+  async createRealisation(id: string, json: Uint8Array): Promise<boolean> {
+    checkRealisationJson(id, json);
+    return this.#create("realisations", escapeKey(id), json);
   }
 
   // --- staged: `nar.<FileHash>` -> StagedNar ---
@@ -307,6 +320,17 @@ export class Catalog {
     try {
       await this.#kv[bucket].put(key, value);
     } catch (err) {
+      throw new NixcasError("catalog.kv", `cannot write KV ${bucket}/${key}: ${(err as Error).message}`, { cause: err });
+    }
+  }
+
+  /** Create-only write: false when the key holds a value already. */
+  async #create(bucket: KvBucketName, key: string, value: Uint8Array): Promise<boolean> {
+    try {
+      await this.#kv[bucket].create(key, value);
+      return true;
+    } catch (err) {
+      if (isWrongLastSequence(err)) return false;
       throw new NixcasError("catalog.kv", `cannot write KV ${bucket}/${key}: ${(err as Error).message}`, { cause: err });
     }
   }
@@ -438,4 +462,12 @@ function stagedNarProblem(v: unknown): string | null {
   if (typeof r.sha256 !== "string") return "sha256 is not a string";
   if (typeof r.createdAt !== "string") return "createdAt is not a string";
   return null;
+}
+
+function checkRealisationJson(id: string, json: Uint8Array): void {
+  try {
+    JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(json));
+  } catch (err) {
+    throw new FormatError("catalog.realisation-json", `realisation ${id} is not JSON: ${(err as Error).message}`, { cause: err });
+  }
 }

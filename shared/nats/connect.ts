@@ -5,6 +5,7 @@ import { readFile } from "node:fs/promises";
 import { connect, credsAuthenticator, type NatsConnection } from "@nats-io/transport-node";
 import { ConfigError, NixcasError } from "../errors.ts";
 import { silentLogger, type Logger } from "../log.ts";
+import { inboxPrefixOfCreds } from "./roles.ts";
 
 export interface ConnectOptions {
   servers: string[];
@@ -18,12 +19,19 @@ export interface ConnectOptions {
   reconnectTimeWaitMs?: number;
   /** How long the first connection may take; default 10 s. */
   timeoutMs?: number;
+  /**
+   * Where replies to this connection arrive. A NATS role may subscribe only to its own prefix
+   * (`inboxPrefixOf`, shared/nats/permissions.ts), so no role reads another's replies. Default:
+   * the role's, for creds nixcas issued (the user JWT names the role); else `_INBOX`.
+   */
+  inboxPrefix?: string;
 }
 
 export async function connectNats(options: ConnectOptions): Promise<NatsConnection> {
   const logger = options.logger ?? silentLogger;
   if (options.servers.length === 0) throw new ConfigError("no NATS server given (set NATS_URL)");
   let authenticator;
+  let inboxPrefix = options.inboxPrefix;
   if (options.credsFile) {
     let creds: Uint8Array;
     try {
@@ -32,6 +40,8 @@ export async function connectNats(options: ConnectOptions): Promise<NatsConnecti
       throw new ConfigError(`cannot read NATS credentials file ${options.credsFile}: ${(err as Error).message}`, { cause: err });
     }
     authenticator = credsAuthenticator(creds);
+    // nixcas's role creds may subscribe to their role's inbox prefix only.
+    inboxPrefix ??= inboxPrefixOfCreds(new TextDecoder().decode(creds)) ?? undefined;
   }
   let nc: NatsConnection;
   try {
@@ -40,6 +50,7 @@ export async function connectNats(options: ConnectOptions): Promise<NatsConnecti
       name: options.name,
       ...(authenticator ? { authenticator } : {}),
       ...(options.token ? { token: options.token } : {}),
+      ...(inboxPrefix ? { inboxPrefix } : {}),
       maxReconnectAttempts: -1,
       reconnectTimeWait: options.reconnectTimeWaitMs ?? 1000,
       timeout: options.timeoutMs ?? 10_000,

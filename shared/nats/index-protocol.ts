@@ -4,9 +4,11 @@
 //   nixcas.index.has-paths       HasPathsRequest       → HasPathsReply
 //   nixcas.index.missing-chunks  MissingChunksRequest  → MissingChunksReply
 //   nixcas.index.lookup          LookupRequest         → PathInfoJson, or error index.not-found
+//   nixcas.index.admin.delete-path DeletePathRequest   → DeletePathReply, or error index.not-found
+//     (an admin request: NATS permissions let only the admin and gateway roles send it)
 // Bodies are UTF-8 JSON. An error reply is a ServiceErrorReply (shared/nats/service.ts): code
 // `index.request` (FormatError) for a request that is not this shape or asks about more than
-// MAX_QUERY_ITEMS, `index.not-found` for a lookup of a path the cache does not have. Replies
+// MAX_QUERY_ITEMS, `index.not-found` for a lookup or deletion of a path the cache does not have. Replies
 // stay well under a NATS message; clients fetch the blocks themselves.
 import { SUBJECTS } from "./subjects.ts";
 import type { UploadMetadata } from "./work-items.ts";
@@ -18,6 +20,12 @@ export const INDEX_QUERY_SUBJECTS = {
   hasPaths: `${SUBJECTS.indexQuery}.has-paths`,
   missingChunks: `${SUBJECTS.indexQuery}.missing-chunks`,
   lookup: `${SUBJECTS.indexQuery}.lookup`,
+} as const;
+
+/** Admin requests of the indexer (only the admin and gateway NATS roles may send them). */
+export const INDEX_ADMIN_SUBJECTS = {
+  /** Removes a path from the cache (DeletePathRequest → DeletePathReply). */
+  deletePath: `${SUBJECTS.indexQuery}.admin.delete-path`,
 } as const;
 
 /** `nixcas.index.has-paths`: which of these store paths are cached. */
@@ -48,7 +56,9 @@ export interface LookupRequest {
 }
 
 /** The lookup reply: the upload's metadata plus where its bytes are. */
-export interface PathInfoJson extends UploadMetadata {
+export interface PathInfoJson extends Omit<UploadMetadata, "uploader"> {
+  /** Who uploaded it, as the cache was told (docs/ingest-protocol.md, `meta.uploader`), or null. */
+  uploader: string | null;
   /** CID of the PathInfo node. */
   cid: string;
   /** Manifest root CID of the NAR. */
@@ -57,4 +67,35 @@ export interface PathInfoJson extends UploadMetadata {
   listing: string | null;
   /** When the path was registered, Unix milliseconds. */
   registered: number;
+  /** `sha256:<nix32>` of the `.nar.zst` file served (the narinfo's FileHash), or null when not recorded. */
+  fileHash: string | null;
+  /** Bytes of that file (FileSize), or null. */
+  fileSize: number | null;
+}
+
+/**
+ * `nixcas.index.admin.delete-path`: removes a store path from the cache, so that it can be
+ * uploaded again (docs/architecture.md, "Deleting a path"). Only the path's catalog entries go
+ * (KV `paths`, `listings`); its NAR, blocks and uploaded file names stay for GC.
+ */
+export interface DeletePathRequest {
+  hashPart: string;
+  /** Who asks, for the log and the event (`token <id> (<name>)`, `nats <user>`): self-declared. */
+  by: string;
+}
+
+export interface DeletePathReply {
+  /** The store path that was removed; null when its record was damaged (removed all the same). */
+  storePath: string | null;
+  /** CID of the PathInfo node that was removed (the block stays); null as storePath. */
+  cid: string | null;
+}
+
+/** Body of `nixcas.events.path.deleted.<hashPart>`. */
+export interface PathDeletedEvent extends DeletePathReply {
+  hashPart: string;
+  /** DeletePathRequest.by. */
+  by: string;
+  /** ISO time of the deletion. */
+  deletedAt: string;
 }

@@ -1,33 +1,43 @@
 // The TypeScript client of the NATS upload API (ingest-protocol.ts; docs/ingest-protocol.md).
 // Used by `nixcas push`, the gateway (narinfo PUT) and tests.
 //
-// A request is answered once the work item is durable in JetStream; a rejected request throws
-// the ingester's own error (FormatError / IntegrityError with its code and message), and then
-// nothing was enqueued.
+// A request is answered once the work item (or, for `putBlock`, the block) is durable in
+// JetStream; a rejected request throws the ingester's own error (FormatError / IntegrityError
+// with its code and message), and then nothing was enqueued or stored.
+import type { MsgHdrs, NatsConnection } from "@nats-io/nats-core";
 import type { CID } from "multiformats/cid";
 import { NixcasError } from "../errors.ts";
-import type { IngestManifestRequest, IngestNarRequest, NarSource } from "./ingest-protocol.ts";
+import { Semaphore } from "./flow-control.ts";
+import { encodeIngestBlockRequest, MAX_STATUS_WAIT_MS, type IngestBlockReply, type IngestStatusRequest, type IngestManifestRequest, type IngestNarRequest, type NarSource } from "./ingest-protocol.ts";
 import { newStagingObjectName, StagingStore } from "./staging-store.ts";
 import { requestService } from "./service.ts";
 import { SUBJECTS } from "./subjects.ts";
 import type { Topology } from "./topology.ts";
-import { waitForUpload, type UploadStatus } from "./uploads.ts";
+import { isTerminal, type UploadStatus } from "./uploads.ts";
 import { INLINE_MAX_BYTES, type UploadMetadata } from "./work-items.ts";
+
+/** Retries of a block the ingester is too busy to take (about a minute in all). */
+const BUSY_RETRIES = 35;
 
 export interface IngestClientOptions {
   /** How long a request waits for the ingester's answer; default 30 s. */
   requestTimeoutMs?: number;
+  /** `putBlock` requests awaiting their reply at once; default 64 (more waits for a slot). */
+  maxBlocksInFlight?: number;
 }
 
 export class IngestClient {
-  readonly #topology: Topology;
-  readonly #staging: StagingStore;
+  readonly #nc: NatsConnection;
+  readonly #staging: StagingStore | null;
   readonly #timeoutMs: number;
+  readonly #blockSlots: Semaphore;
 
-  constructor(topology: Topology, options: IngestClientOptions = {}) {
-    this.#topology = topology;
-    this.#staging = new StagingStore(topology);
+  /** `staging`: where NARs too large for a request are staged; without it only `uploadNar` of small NARs, blocks and manifests work (what a pusher may do). */
+  constructor(nc: NatsConnection, options: IngestClientOptions & { staging?: StagingStore } = {}) {
+    this.#nc = nc;
+    this.#staging = options.staging ?? null;
     this.#timeoutMs = options.requestTimeoutMs ?? 30_000;
+    this.#blockSlots = new Semaphore(options.maxBlocksInFlight ?? 64);
   }
 
   /**
@@ -81,9 +91,42 @@ export class IngestClient {
     return this.#request(SUBJECTS.ingestManifest, request);
   }
 
+  /**
+   * Sends one block (its zstd frame, uncompressed `size`) for the ingester to verify and store:
+   * "stored", or "duplicate" when an intact copy was there. A frame that does not decode to
+   * bytes hashing to `cid` is refused (IntegrityError `block.unverified`) and nothing is stored.
+   * Waits for a slot when `maxBlocksInFlight` requests are out.
+   */
+  async putBlock(cid: CID, frame: Uint8Array, size: number): Promise<"stored" | "duplicate"> {
+    const { data, headers } = encodeIngestBlockRequest({ cid, frame, size });
+    const reply = await this.#blockSlots.with(1, async () => {
+      // A busy ingester (its intake budget is full) asks for a retry; the wait grows to 2 s.
+      for (let attempt = 0; ; attempt++) {
+        try {
+          return await this.#call<Partial<IngestBlockReply> | null>(SUBJECTS.ingestBlock, data, headers);
+        } catch (err) {
+          if (!(err instanceof NixcasError && err.code === "ingest.busy") || attempt >= BUSY_RETRIES) throw err;
+          await new Promise((r) => setTimeout(r, Math.min(2_000, 50 * 2 ** attempt)));
+        }
+      }
+    });
+    const result = reply?.result;
+    if (result === "stored" || result === "duplicate") return result;
+    throw new NixcasError("ingest.reply", `${SUBJECTS.ingestBlock}: unexpected reply ${JSON.stringify(reply).slice(0, 200)}`);
+  }
+
   /** Resolves on `done` or `failed`, or with the last known state after `timeoutMs`. */
   waitFor(uploadId: string, timeoutMs: number): Promise<UploadStatus> {
-    return waitForUpload(this.#topology, uploadId, timeoutMs);
+    return this.#waitFor(uploadId, Date.now() + timeoutMs);
+  }
+
+  async #waitFor(uploadId: string, deadline: number): Promise<UploadStatus> {
+    for (;;) {
+      const waitMs = Math.max(0, Math.min(MAX_STATUS_WAIT_MS, deadline - Date.now()));
+      const request: IngestStatusRequest = { uploadId, waitMs };
+      const status = await this.#call<UploadStatus>(SUBJECTS.ingestStatus, request);
+      if (isTerminal(status.state) || Date.now() >= deadline) return status;
+    }
   }
 
   #submitInline(meta: UploadMetadata, bytes: Uint8Array, compression: string): Promise<{ uploadId: string }> {
@@ -93,35 +136,45 @@ export class IngestClient {
   }
 
   async #stageAndSubmit(meta: UploadMetadata, source: Iterable<Uint8Array> | AsyncIterable<Uint8Array>, compression: string): Promise<{ uploadId: string }> {
+    const staging = this.#staging;
+    if (staging === null) throw new NixcasError("ingest.no-staging", `NARs over ${INLINE_MAX_BYTES} bytes are staged in the object store first; this client was made without access to it`);
     const object = newStagingObjectName();
-    await this.#staging.put(object, source);
+    await staging.put(object, source);
     try {
       return await this.submitStaged(meta, { object, compression });
     } catch (err) {
       // Refused (or no answer): nobody will ever read the object. Best effort; it also expires.
-      await this.#staging.delete(object).catch(() => {});
+      await staging.delete(object).catch(() => {});
       throw err;
     }
   }
 
   async #request(subject: string, body: IngestNarRequest | IngestManifestRequest): Promise<{ uploadId: string }> {
-    let reply: unknown;
+    const reply = await this.#call<unknown>(subject, body);
+    const uploadId = (reply as { uploadId?: unknown } | null)?.uploadId;
+    if (typeof uploadId === "string") return { uploadId };
+    throw new NixcasError("ingest.reply", `${subject}: unexpected reply ${JSON.stringify(reply).slice(0, 200)}`);
+  }
+
+  /** One request to the ingester; no answer at all is `ingest.unavailable` (its refusals keep their code and class). */
+  async #call<T>(subject: string, body: unknown, headers?: MsgHdrs): Promise<T> {
     try {
-      reply = await requestService<unknown>(this.#topology.nc, subject, body, { timeoutMs: this.#timeoutMs, responder: "the ingester service" });
+      return await requestService<T>(this.#nc, subject, body, { timeoutMs: this.#timeoutMs, responder: "the ingester service", ...(headers ? { headers } : {}) });
     } catch (err) {
-      // No answer at all (the ingester's own refusals keep their code and class).
       if (err instanceof NixcasError && (err.code === "service.unavailable" || err.code === "service.request")) {
         throw new NixcasError("ingest.unavailable", err.message, { cause: err });
       }
       throw err;
     }
-    const uploadId = (reply as { uploadId?: unknown } | null)?.uploadId;
-    if (typeof uploadId === "string") return { uploadId };
-    throw new NixcasError("ingest.reply", `${subject}: unexpected reply ${JSON.stringify(reply).slice(0, 200)}`);
   }
 }
 
 async function* concatSources(head: Uint8Array[], rest: AsyncIterable<Uint8Array>): AsyncGenerator<Uint8Array> {
   yield* head;
   yield* rest;
+}
+
+/** A client for every kind of upload, staging large NARs in the topology's object store. */
+export function ingestClientFor(topology: Topology, options: IngestClientOptions = {}): IngestClient {
+  return new IngestClient(topology.nc, { ...options, staging: new StagingStore(topology) });
 }

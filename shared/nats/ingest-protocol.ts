@@ -1,11 +1,17 @@
-// The NATS upload API: request and reply bodies of `nixcas.ingest.nar` and
-// `nixcas.ingest.manifest` (served by the ingester, used by IngestClient, the gateway and
-// clients in other languages — docs/ingest-protocol.md is the prose version of this file).
+// The NATS upload API: request and reply bodies of `nixcas.ingest.nar`,
+// `nixcas.ingest.manifest`, `nixcas.ingest.block` and `nixcas.ingest.status` (served by the ingester, used by
+// IngestClient, the gateway and clients in other languages — docs/ingest-protocol.md is the
+// prose version of this file).
 //
 // Every body is UTF-8 JSON. Every request is answered with exactly one reply: either
 // `IngestAccepted` or `IngestErrorReply`. The reply comes only after the work item is stored
 // in JetStream (the upload then survives any single crash); its outcome is tracked in the
 // `uploads` KV under the returned id (`queued` → `chunking` → `indexing` → `done` | `failed`).
+import { headers as natsHeaders, type MsgHdrs } from "@nats-io/nats-core";
+import type { CID } from "multiformats/cid";
+import { isBlockCid, parseCid } from "../cid.ts";
+import { FormatError } from "../errors.ts";
+import { zstdCompressBound } from "../zstd.ts";
 import { parseRequestObject, type ServiceErrorReply } from "./service.ts";
 import {
   checkKeys,
@@ -50,8 +56,8 @@ export interface IngestNarRequest {
 
 /**
  * Request on `nixcas.ingest.manifest`: a NAR the client chunked itself. Before sending it, the
- * client has published every chunk (raw codec) and every manifest node (dag-cbor) as blocks on
- * `CID.sha256.<pp>.<hex>` (asking `nixcas.index.missing-chunks` which ones the cache lacks). The
+ * client has sent every chunk (raw codec) and every manifest node (dag-cbor) on
+ * `nixcas.ingest.block` (asking `nixcas.index.missing-chunks` which ones the cache lacks). The
  * root's narHash and narSize must equal `meta`'s; the indexer then re-reads all chunks and
  * verifies the NAR's hash, size and structure before advertising the path.
  */
@@ -93,4 +99,101 @@ export function decodeIngestManifestRequest(data: Uint8Array): IngestManifestReq
   checkUploadMetadataShape(v.meta, what, "ingest.request");
   checkManifestCid(v.manifest, what, "manifest", "ingest.request");
   return v as unknown as IngestManifestRequest;
+}
+
+// ---- nixcas.ingest.block ----------------------------------------------------------------------
+
+/**
+ * Request on `nixcas.ingest.block`: one block of a pre-chunked NAR — a chunk (raw codec) or a
+ * manifest node (dag-cbor) — for the ingester to verify and store. Clients never publish blocks
+ * themselves: the ingester stores only a frame that decodes to bytes hashing to the CID.
+ * The message payload is the block's zstd frame (exactly one frame, no dictionary, as stored);
+ * the headers say what it is (INGEST_BLOCK_HEADERS):
+ *   Nixcas-Cid   the block's CID: CIDv1, sha2-256, codec raw or dag-cbor, as a string (`bafk…`)
+ *   Nixcas-Size  its uncompressed size in bytes, decimal, at most INGEST_BLOCK_MAX_SIZE
+ * The frame may be at most zstd's compress bound of that size (what any encoder produces).
+ * Reply: `IngestBlockReply`, or an error: `ingest.block-request` (FormatError: headers missing
+ * or malformed), `ingest.block-too-large` (FormatError), `block.unverified` (IntegrityError:
+ * the frame does not decode to `size` bytes hashing to the CID; nothing was stored),
+ * `storage.full`, `block.publish` (NixcasError: JetStream refused it; try again).
+ */
+export interface IngestBlockRequest {
+  cid: CID;
+  size: number;
+  frame: Uint8Array;
+}
+
+export const INGEST_BLOCK_HEADERS = { cid: "Nixcas-Cid", size: "Nixcas-Size" } as const;
+
+/**
+ * Largest uncompressed block accepted: the largest chunk (NIXCAS_CHUNK_MAX ≤ 768 KiB) and the
+ * largest manifest node (MAX_NODE_BYTES, shared/block.ts) fit, and the frame of one fits in a
+ * NATS message (1 MiB by default).
+ */
+export const INGEST_BLOCK_MAX_SIZE = 1024 * 1024;
+
+/** Success: "stored" (the cache did not have it) or "duplicate" (an intact copy was there). */
+export interface IngestBlockReply {
+  result: "stored" | "duplicate";
+}
+
+/** The message of a `nixcas.ingest.block` request. */
+export function encodeIngestBlockRequest(request: IngestBlockRequest): { data: Uint8Array; headers: MsgHdrs } {
+  const headers = natsHeaders();
+  headers.set(INGEST_BLOCK_HEADERS.cid, request.cid.toString());
+  headers.set(INGEST_BLOCK_HEADERS.size, String(request.size));
+  return { data: request.frame, headers };
+}
+
+/** Decodes and checks a `nixcas.ingest.block` request (the frame itself: BlockStore.put). */
+export function decodeIngestBlockRequest(data: Uint8Array, headers: MsgHdrs | undefined): IngestBlockRequest {
+  const what = "nixcas.ingest.block";
+  const cidText = headers?.get(INGEST_BLOCK_HEADERS.cid) ?? "";
+  const sizeText = headers?.get(INGEST_BLOCK_HEADERS.size) ?? "";
+  if (cidText === "") throw new FormatError("ingest.block-request", `${what}: header ${INGEST_BLOCK_HEADERS.cid} (the block's CID) is missing`);
+  let cid: CID;
+  try {
+    cid = parseCid(cidText);
+  } catch (err) {
+    throw new FormatError("ingest.block-request", `${what}: header ${INGEST_BLOCK_HEADERS.cid}: ${(err as Error).message}`, { cause: err });
+  }
+  if (!isBlockCid(cid)) {
+    throw new FormatError("ingest.block-request", `${what}: ${cid} is not a block CID (CIDv1, sha2-256, codec raw or dag-cbor)`);
+  }
+  if (!/^\d{1,10}$/.test(sizeText)) {
+    throw new FormatError("ingest.block-request", `${what}: header ${INGEST_BLOCK_HEADERS.size} of block ${cid} is ${JSON.stringify(sizeText.slice(0, 40))}, not a decimal byte count`);
+  }
+  const size = Number(sizeText);
+  if (size > INGEST_BLOCK_MAX_SIZE) {
+    throw new FormatError("ingest.block-too-large", `${what}: block ${cid} declares ${size} bytes uncompressed; at most ${INGEST_BLOCK_MAX_SIZE} are accepted`);
+  }
+  if (data.length > zstdCompressBound(size)) {
+    throw new FormatError("ingest.block-too-large", `${what}: block ${cid}: a ${data.length}-byte frame for ${size} bytes of content, over zstd's compress bound (${zstdCompressBound(size)} bytes)`);
+  }
+  return { cid, size, frame: data };
+}
+
+/**
+ * Request on `nixcas.ingest.status`: the status of an upload, answered once it is `done` or
+ * `failed`, or after `waitMs` (at most MAX_STATUS_WAIT_MS) with its state then — a long poll, so
+ * an uploader learns the outcome without reading KV `uploads` (pushers may not). The reply is an
+ * UploadStatus (shared/nats/uploads.ts); `upload.unknown` when no status exists by then.
+ */
+export interface IngestStatusRequest {
+  uploadId: string;
+  waitMs: number;
+}
+
+/** Longest wait one status request may ask for (well inside any client's request timeout). */
+export const MAX_STATUS_WAIT_MS = 20_000;
+
+export function decodeIngestStatusRequest(data: Uint8Array): IngestStatusRequest {
+  const subject = "nixcas.ingest.status";
+  const v = parseRequestObject(data, subject, "ingest.status-request");
+  checkKeys(v, ["uploadId", "waitMs"], subject, "ingest.status-request");
+  if (typeof v.uploadId !== "string") throw new FormatError("ingest.status-request", `${subject}: uploadId must be a string`);
+  if (typeof v.waitMs !== "number" || !Number.isInteger(v.waitMs) || v.waitMs < 0 || v.waitMs > MAX_STATUS_WAIT_MS) {
+    throw new FormatError("ingest.status-request", `${subject}: waitMs must be a whole number of milliseconds from 0 to ${MAX_STATUS_WAIT_MS}`);
+  }
+  return { uploadId: v.uploadId, waitMs: v.waitMs };
 }

@@ -141,6 +141,8 @@ export interface LocalNatsServer {
 
 export interface LocalNatsServerOptions {
   storeDir: string;
+  /** A config file for `-c` (nixcas up's: the auth include, shared/nats/nats-auth-dir.ts). */
+  configFile?: string;
   logger: Logger;
   /** Called once when the server keeps dying and is not restarted again. */
   onGiveUp(err: NixcasError): void;
@@ -153,13 +155,15 @@ const RESTART_WINDOW_MS = 60_000;
 const LOG_TAIL_LINES = 10;
 
 /**
- * The server `nixcas up` runs: JetStream, loopback only, a free port — supervised: when it exits
+ * The server `nixcas up` runs: JetStream, loopback only, a free port, the auth of its config
+ * file (no anonymous clients: docs/nats-notes.md, "NATS authentication") — supervised: when it exits
  * unexpectedly it is started again on the same port and store dir (clients reconnect by
  * themselves and JetStream recovers its streams), unless it exited more than MAX_RESTARTS times
  * within RESTART_WINDOW_MS: then `onGiveUp` is called and the caller should exit.
  */
 export async function startLocalNatsServer(options: LocalNatsServerOptions): Promise<LocalNatsServer> {
   const { storeDir, logger } = options;
+  const args = options.configFile ? ["-c", options.configFile] : [];
   // The server's own warnings and errors (out of storage, resource limits, a damaged store) are
   // what an operator must see; its routine lines stay at debug.
   const onLog = (line: string) => {
@@ -168,7 +172,7 @@ export async function startLocalNatsServer(options: LocalNatsServerOptions): Pro
     else logger.debug("nats-server", { line });
   };
   if (!findSetpriv()) logger.warn("util-linux setpriv not found: if this process is killed (SIGKILL), its nats-server keeps running");
-  let current = await launchNatsServer({ storeDir, onLog });
+  let current = await launchNatsServer({ storeDir, args, onLog });
   const port = current.port;
   let stopping = false;
   let restarting: Promise<void> | null = null;
@@ -191,7 +195,7 @@ export async function startLocalNatsServer(options: LocalNatsServerOptions): Pro
       await new Promise((r) => setTimeout(r, 250 * 2 ** (exits.length - 1)));
       if (stopping) return;
       try {
-        const proc = await launchNatsServer({ storeDir, port, onLog });
+        const proc = await launchNatsServer({ storeDir, port, args, onLog });
         current = proc;
         logger.info("restarted the local nats-server", { pid: proc.child.pid, port });
         supervise(proc);

@@ -1,6 +1,6 @@
 // What a lone service process (`nixcas service <name>`, `node services/<name>/main.ts`: what
-// containers run) does around its service: read the configuration, connect, make sure the
-// topology exists, start, serve /healthz and /readyz on NIXCAS_HEALTH_PORT when set, and stop
+// containers run) does around its service: read the configuration, connect (NATS_CREDS: the
+// service's role creds), open the topology, start, serve /healthz and /readyz on NIXCAS_HEALTH_PORT when set, and stop
 // within seconds on SIGINT/SIGTERM. A NATS connection that closes for good (the client gave up,
 // or the server refused it) ends the process with exit 1, so an orchestrator restarts it instead
 // of keeping a replica that can do nothing.
@@ -16,7 +16,7 @@ import { createLogger, type Logger } from "../log.ts";
 import { parseSecretKey, type SecretKey } from "../signing.ts";
 import { connectNats } from "./connect.ts";
 import { readinessOf } from "./readiness.ts";
-import { ensureTopology, type Topology } from "./topology.ts";
+import { openTopology, type Topology } from "./topology.ts";
 
 /** What a service is started with, wherever it runs. */
 export interface ServiceDeps {
@@ -47,7 +47,9 @@ export async function runServiceProcess(name: string, start: StartService, confi
   try {
     if (!config.nats.servers) throw new ConfigError(`NATS_URL is not set: the ${name} needs a NATS server`);
     nc = await connectNats({ servers: config.nats.servers, name: `nixcas-${name}`, credsFile: config.nats.credsFile, token: config.nats.token, logger });
-    const topology = await ensureTopology(nc, { replicas: config.replicas });
+    // Only the admin role manages streams (docs/nats-notes.md, "NATS authentication"): `nixcas
+    // setup` creates the topology, a service opens it and says to run setup when it is missing.
+    const topology = await openTopology(nc);
     running = await start({ topology, logger, config, signingKey: () => loadSecretKeyFile(config) });
     if (config.healthPort !== null) healthServer = await serveHealth(nc, config.http.host, config.healthPort);
   } catch (err) {

@@ -75,6 +75,10 @@ export const SUBJECTS = {
   ingestNar: "nixcas.ingest.nar",
   /** Requests: a pre-chunked NAR (manifest root). */
   ingestManifest: "nixcas.ingest.manifest",
+  /** Requests: one block of a pre-chunked NAR, stored by the ingester after it verified it (pushers never publish to BLOCKS). */
+  ingestBlock: "nixcas.ingest.block",
+  /** Requests: an upload's status, waiting (long poll) for it to finish. */
+  ingestStatus: "nixcas.ingest.status",
   /** Prefix of the indexer's queries: `.has-paths`, `.missing-chunks`, `.lookup`. */
   indexQuery: "nixcas.index",
   /** Each chunker replica's counters (a `$SRV` endpoint, queue group: any replica answers). */
@@ -86,6 +90,8 @@ export const SUBJECTS = {
   eventsFilter: "nixcas.events.>",
   pathAdded: (hashPart: string): string => `nixcas.events.path.added.${subjectToken(hashPart)}`,
   pathFailed: (hashPart: string): string => `nixcas.events.path.failed.${subjectToken(hashPart)}`,
+  /** An admin removed the path (`PathDeletedEvent`, shared/nats/index-protocol.ts). */
+  pathDeleted: (hashPart: string): string => `nixcas.events.path.deleted.${subjectToken(hashPart)}`,
   /** A stored block failed verification (`BlockCorruptEvent`, shared/nats/block-store.ts); the token is its sha256 in hex, as in its block subject. */
   blockCorrupt: (cid: CID): string => `nixcas.events.block.corrupt.${blockSubject(cid).slice("CID.sha256.xx.".length)}`,
   blockCorruptFilter: "nixcas.events.block.corrupt.>",

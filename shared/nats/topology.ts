@@ -46,7 +46,7 @@ export const STREAMS = {
   advisories: "ADVISORIES",
 } as const;
 
-export const KV_BUCKETS = ["paths", "nars", "listings", "logs", "realisations", "uploads", "staged", "files"] as const;
+export const KV_BUCKETS = ["paths", "nars", "listings", "logs", "realisations", "uploads", "staged", "files", "tokens"] as const;
 export type KvBucketName = (typeof KV_BUCKETS)[number];
 export const STAGING_BUCKET = "staging";
 
@@ -186,6 +186,8 @@ const BUCKET_SPECS: BucketSpec[] = [
   // No TTL: the uploader's Nix keeps the narinfo naming the file for 30 days, and a name is
   // about 100 bytes per upload.
   { name: "files", description: "escaped uploaded NAR name (<FileHash>.nar.xz) -> UploadedFile JSON (NAR hash, compression)" },
+  // Written only by admins (`nixcas token`, `nixcas up` on first start); read by the gateways.
+  { name: "tokens", description: "HTTP token id -> TokenRecord JSON (sha256 of the secret, scopes, name, expiry)" },
 ];
 const STAGING_TTL_MS = DAY;
 
@@ -441,7 +443,7 @@ export async function explainMissingStream(jsm: JetStreamManager, subject: strin
   return new NixcasError(
     "nats.stream-missing",
     `no JetStream stream stores ${subject}: ${resourceFor(subject)} is missing (deleted while the cache ran?); ` +
-      "`nixcas setup` (or restarting a service) recreates it",
+      "`nixcas setup` (or restarting `nixcas up`) recreates it",
     { cause: err },
   );
 }

@@ -9,6 +9,7 @@
 import { CID } from "multiformats/cid";
 import { DAG_CBOR_CODEC, hasSha256Multihash } from "../cid.ts";
 import { FormatError } from "../errors.ts";
+import { uploaderProblem } from "../path-info.ts";
 
 export const WORK_ITEM_VERSION = 1;
 
@@ -31,6 +32,11 @@ export interface UploadMetadata {
   ca: string | null;
   /** `<key name>:<base64>` signatures. */
   sigs: string[];
+  /**
+   * Who uploads, as the submitter says (the gateway: the token's label; `nixcas push`: its NATS
+   * user); recorded in the PathInfo. Absent or null: unknown (older clients sent null).
+   */
+  uploader?: string | null;
 }
 
 /** Where the chunker finds the NAR's bytes. */
@@ -164,7 +170,7 @@ export function checkUploadMetadataShape(v: unknown, what: string, code = "work-
     throw new FormatError(code, `${what}: meta.${field} ${message}`);
   };
   if (!isRecord(v)) throw new FormatError(code, `${what}: meta is not an object`);
-  checkKeys(v, META_KEYS, `${what}: meta`, code);
+  checkKeys(v, META_KEYS, `${what}: meta`, code, ["uploader"]);
   if (typeof v.storePath !== "string" || v.storePath.length === 0 || v.storePath.length > 4096) fail("storePath", "is not a non-empty string");
   if (typeof v.narHash !== "string" || v.narHash.length > 200) fail("narHash", "is not a string");
   if (!Number.isSafeInteger(v.narSize) || (v.narSize as number) <= 0) fail("narSize", `is ${JSON.stringify(v.narSize)}, not a positive integer`);
@@ -172,6 +178,10 @@ export function checkUploadMetadataShape(v: unknown, what: string, code = "work-
   if (v.deriver !== null && typeof v.deriver !== "string") fail("deriver", "is neither a string nor null");
   if (v.ca !== null && typeof v.ca !== "string") fail("ca", "is neither a string nor null");
   if (!Array.isArray(v.sigs) || !v.sigs.every((s) => typeof s === "string")) fail("sigs", "is not a list of strings");
+  if (v.uploader !== undefined && v.uploader !== null) {
+    const problem = uploaderProblem(v.uploader);
+    if (problem !== null) fail("uploader", problem);
+  }
 }
 
 /** The shape of a NarSource. */

@@ -27,7 +27,7 @@ let uploader: NixEnv;
 let fetcher: NixEnv;
 
 before(async () => {
-  cluster = await startCluster({ env: { NIXCAS_LOG_LEVEL: "info" } });
+  cluster = await startCluster({ env: { NIXCAS_LOG_LEVEL: "info", NIXCAS_ALLOW_ANONYMOUS_PUSH: "1" } });
   uploader = await makeNixEnv();
   fetcher = await makeNixEnv(`require-sigs = true\ntrusted-public-keys = ${cluster.publicKey}\n`);
 });

@@ -49,6 +49,8 @@ before(async () => {
       NIXCAS_TRUSTED_UPLOADER_KEYS: formatPublicKey(publicKeyOf(uploaderKey)),
       NIXCAS_MAX_NAR_SIZE: String(24 * 1024 * 1024),
       NIXCAS_LOG_LEVEL: "info",
+      // Nix uploads without credentials here; auth is http-auth.test.ts's subject.
+      NIXCAS_ALLOW_ANONYMOUS_PUSH: "1",
     },
   });
   uploader = await makeNixEnv();

@@ -5,74 +5,12 @@
 // (refused, naming the holder), SIGTERM (everything ends within seconds), a port in use (one line).
 import { after, test } from "node:test";
 import assert from "node:assert/strict";
-import { spawn, type ChildProcess } from "node:child_process";
 import { existsSync, readFileSync } from "node:fs";
-import { mkdtemp, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { until } from "../helpers/pipeline.ts";
+import { cleanUpProcesses, gatewayOf, newDataDir, startUp, type Up } from "../helpers/up-process.ts";
 
-const NIXCAS = new URL("../../cli/nixcas.ts", import.meta.url).pathname;
-
-interface Up {
-  child: ChildProcess;
-  dataDir: string;
-  stdout(): string;
-  stderr(): string;
-  /** The JSON log lines so far. */
-  logs(): Array<Record<string, unknown>>;
-  /** Exit code (or signal name) once it exited. */
-  exited: Promise<number | string>;
-}
-
-const started: Up[] = [];
-const tempDirs: string[] = [];
-after(async () => {
-  for (const up of started) if (up.child.exitCode === null && up.child.signalCode === null) up.child.kill("SIGKILL");
-  for (const dir of tempDirs) await rm(dir, { recursive: true, force: true });
-});
-
-async function newDataDir(): Promise<string> {
-  const dir = await mkdtemp(join(tmpdir(), "nixcas-up-"));
-  tempDirs.push(dir);
-  return dir;
-}
-
-function startUp(dataDir: string, env: Record<string, string> = {}): Up {
-  const child = spawn(process.execPath, [NIXCAS, "up"], {
-    // Its own process group, as in a terminal: a Ctrl-C is a SIGINT to the whole group.
-    detached: true,
-    env: { ...process.env, NATS_URL: "", NIXCAS_DATA_DIR: dataDir, NIXCAS_HTTP_HOST: "127.0.0.1", NIXCAS_HTTP_PORT: "0", NIXCAS_LOG_LEVEL: "info", ...env },
-    stdio: ["ignore", "pipe", "pipe"],
-  });
-  let out = "";
-  let err = "";
-  child.stdout!.on("data", (d: Buffer) => (out += d.toString("utf8")));
-  child.stderr!.on("data", (d: Buffer) => (err += d.toString("utf8")));
-  const exited = new Promise<number | string>((resolve) => child.once("exit", (code, signal) => resolve(code ?? signal ?? "?")));
-  const up: Up = {
-    child,
-    dataDir,
-    stdout: () => out,
-    stderr: () => err,
-    logs: () =>
-      err
-        .split("\n")
-        .filter((l) => l.startsWith("{"))
-        .map((l) => JSON.parse(l) as Record<string, unknown>),
-    exited,
-  };
-  started.push(up);
-  return up;
-}
-
-/** Waits until `up` printed its banner; returns the gateway URL. */
-async function gatewayOf(up: Up): Promise<string> {
-  await until("nixcas up to print its URL", () => /gateway: +http/.test(up.stdout()) || up.child.exitCode !== null, 60_000, 100);
-  const m = /gateway: +(http:\/\/\S+)/.exec(up.stdout());
-  assert.ok(m, `nixcas up did not start:\n${up.stderr()}`);
-  return m[1]!;
-}
+after(cleanUpProcesses);
 
 /** The pid of the local nats-server `up` runs now (from its log: started / restarted). */
 function natsServerPid(up: Up): number {

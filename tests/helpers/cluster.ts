@@ -6,7 +6,7 @@ import type { NatsConnection } from "@nats-io/nats-core";
 import { loadConfig, type NixcasConfig } from "../../shared/config.ts";
 import { createLogger, type Logger } from "../../shared/log.ts";
 import { connectNats } from "../../shared/nats/connect.ts";
-import { ensureTopology, type Topology } from "../../shared/nats/topology.ts";
+import { ensureTopology, openTopology, type Topology } from "../../shared/nats/topology.ts";
 import { formatPublicKey, generateSecretKey, publicKeyOf, type SecretKey } from "../../shared/signing.ts";
 import type { ServiceDeps } from "../../shared/nats/service-process.ts";
 import type { RunningGateway } from "../../services/gateway/gateway.ts";
@@ -21,6 +21,12 @@ export interface ClusterOptions {
   /** Pipeline services to start (default all three); the gateway always runs. */
   services?: readonly PipelineService[];
   keyName?: string;
+  /**
+   * NATS as `nixcas up` runs it: JWT auth on the server, each service on its own connection with
+   * its role's creds (shared/nats/permissions.ts) and an opened, not created, topology; the
+   * test's own `nc`/`topology` are the admin's. Default: one unauthenticated connection for all.
+   */
+  natsRoles?: boolean;
 }
 
 export interface Cluster {
@@ -53,7 +59,7 @@ const TEST_ENV: Record<string, string> = {
 };
 
 export async function startCluster(options: ClusterOptions = {}): Promise<Cluster> {
-  const nats = await startNatsServer();
+  const nats = await startNatsServer({ jwtAuth: options.natsRoles ?? false });
   const stoppers: Array<() => Promise<void>> = [async () => nats.stop()];
   const stopAll = async () => {
     for (const s of stoppers.splice(0).reverse()) await s().catch(() => {});
@@ -69,18 +75,36 @@ export async function startCluster(options: ClusterOptions = {}): Promise<Cluste
         if (echo) process.stderr.write(line + "\n");
       },
     });
-    const nc = await connectNats({ servers: [nats.url], name: "nixcas-test", logger, reconnectTimeWaitMs: 100 });
+    const nc = await connectNats({ servers: [nats.url], name: "nixcas-test", logger, reconnectTimeWaitMs: 100, credsFile: nats.auth?.credsFile("admin") ?? null });
     stoppers.push(async () => {
       await nc.drain().catch(() => nc.close());
     });
     const topology = await ensureTopology(nc, { replicas: config.replicas });
     const secretKey = generateSecretKey(options.keyName ?? "nixcas-test-1");
 
-    const deps = (name: ServiceName): ServiceDeps => ({ topology, config, logger: logger.child({ service: name }), signingKey: async () => secretKey });
+    // With natsRoles, one connection per service role, drained after the services stopped.
+    const roleTopologies = new Map<ServiceName, Topology>();
+    stoppers.push(async () => {
+      for (const t of roleTopologies.values()) await t.nc.drain().catch(() => t.nc.close());
+    });
+    const topologyOf = async (name: ServiceName): Promise<Topology> => {
+      if (!nats.auth) return topology;
+      let own = roleTopologies.get(name);
+      if (!own) {
+        const roleNc = await connectNats({ servers: [nats.url], name: `nixcas-${name}`, logger, reconnectTimeWaitMs: 100, credsFile: nats.auth.credsFile(name) });
+        own = await openTopology(roleNc).catch(async (err: unknown) => {
+          await roleNc.close();
+          throw err;
+        });
+        roleTopologies.set(name, own);
+      }
+      return own;
+    };
+    const deps = async (name: ServiceName): Promise<ServiceDeps> => ({ topology: await topologyOf(name), config, logger: logger.child({ service: name }), signingKey: async () => secretKey });
     const running = new Map<PipelineService, () => Promise<void>>();
     const startService = async (name: PipelineService) => {
       if (running.has(name)) return;
-      const service = await SERVICES[name](deps(name));
+      const service = await SERVICES[name](await deps(name));
       running.set(name, () => service.stop());
     };
     const stopService = async (name: PipelineService) => {
@@ -94,7 +118,7 @@ export async function startCluster(options: ClusterOptions = {}): Promise<Cluste
     for (const name of SERVICE_NAMES) {
       if (name !== "gateway" && (options.services ?? [name]).includes(name)) await startService(name);
     }
-    const gateway = await SERVICES.gateway(deps("gateway"));
+    const gateway = await SERVICES.gateway(await deps("gateway"));
     stoppers.push(() => gateway.stop(1_000));
 
     return {

@@ -8,6 +8,7 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { launchNatsServer, type NatsServerProcess } from "../../shared/nats/local-server.ts";
+import { ensureNatsAuthDir, writeServerConfigWithAuth, type NatsAuthDir } from "../../shared/nats/nats-auth-dir.ts";
 
 export const NATS_SERVER_BINARY = process.env.NIXCAS_TEST_NATS_SERVER ?? "/usr/sbin/nats-server";
 
@@ -19,6 +20,11 @@ export interface NatsServerOptions {
   port?: number;
   /** Extra command-line arguments (e.g. `--auth token`). */
   args?: string[];
+  /**
+   * Decentralized JWT auth as `nixcas up` runs it: keys, auth.conf and a creds file per role in
+   * a temp dir (`auth` of the server); anonymous clients are refused.
+   */
+  jwtAuth?: boolean;
 }
 
 export interface NatsServer {
@@ -33,6 +39,8 @@ export interface NatsServer {
   restart(): Promise<void>;
   /** The server's log so far (for failing assertions). */
   log(): string;
+  /** With `jwtAuth`: the auth directory (keys, creds of every role); else null. */
+  auth: NatsAuthDir | null;
 }
 
 // Children still running when the test process exits (a failed test that skipped its `after`,
@@ -58,6 +66,16 @@ export async function startNatsServer(options: NatsServerOptions = {}): Promise<
   if (ownStoreDir) tempDirs.add(storeDir);
   let port = options.port ?? -1;
   let stopped = false;
+  let auth: NatsAuthDir | null = null;
+  const args = [...(options.args ?? [])];
+  if (options.jwtAuth) {
+    const authRoot = await mkdtemp(join(tmpdir(), "nixcas-nats-auth-"));
+    tempDirs.add(authRoot);
+    auth = await ensureNatsAuthDir(join(authRoot, "nats-auth"));
+    const configFile = join(authRoot, "nats-server.conf");
+    await writeServerConfigWithAuth(configFile, auth);
+    args.push("-c", configFile);
+  }
 
   let current: NatsServerProcess | null = null;
   let earlierLogs = "";
@@ -67,7 +85,7 @@ export async function startNatsServer(options: NatsServerOptions = {}): Promise<
       binary: NATS_SERVER_BINARY,
       storeDir: jetstream ? storeDir : null,
       port,
-      args: options.args,
+      args,
     });
     current = proc;
     port = proc.port;
@@ -96,6 +114,11 @@ export async function startNatsServer(options: NatsServerOptions = {}): Promise<
         await rm(storeDir, { recursive: true, force: true });
         tempDirs.delete(storeDir);
       }
+      if (auth) {
+        const authRoot = join(auth.dir, "..");
+        await rm(authRoot, { recursive: true, force: true });
+        tempDirs.delete(authRoot);
+      }
     },
     async kill(signal = "SIGKILL") {
       await terminate(signal);
@@ -106,6 +129,7 @@ export async function startNatsServer(options: NatsServerOptions = {}): Promise<
       await launch();
     },
     log: () => earlierLogs + (current?.log() ?? ""),
+    auth,
   };
   return server;
 }

@@ -11,7 +11,7 @@ import { walkManifest } from "../../shared/manifest.ts";
 import { BlockStore } from "../../shared/nats/block-store.ts";
 import { Catalog } from "../../shared/nats/catalog.ts";
 import { connectNats } from "../../shared/nats/connect.ts";
-import { IngestClient } from "../../shared/nats/ingest-client.ts";
+import { ingestClientFor, type IngestClient } from "../../shared/nats/ingest-client.ts";
 import { ensureTopology, STREAMS, type Topology } from "../../shared/nats/topology.ts";
 import type { UploadMetadata } from "../../shared/nats/work-items.ts";
 import { SERVICES } from "../../services/registry.ts";
@@ -71,7 +71,7 @@ export async function startPipeline(options: PipelineOptions = {}): Promise<Pipe
       nc,
       topology,
       config,
-      client: new IngestClient(topology),
+      client: ingestClientFor(topology),
       blocks: new BlockStore(topology),
       catalog: new Catalog(topology),
       start,

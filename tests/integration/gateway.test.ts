@@ -16,7 +16,8 @@ let cluster: Cluster;
 let base: string;
 
 before(async () => {
-  cluster = await startCluster({ env: { NIXCAS_MAX_NAR_SIZE: String(8 * 1024 * 1024) } });
+  // Auth is not the subject here (http-auth.test.ts): uploads are open.
+  cluster = await startCluster({ env: { NIXCAS_MAX_NAR_SIZE: String(8 * 1024 * 1024), NIXCAS_ALLOW_ANONYMOUS_PUSH: "1" } });
   base = cluster.url;
 });
 after(async () => {

@@ -9,7 +9,7 @@ import { narFromTree, pseudoRandomBytes } from "../helpers/nar-trees.ts";
 
 let cluster: Cluster;
 before(async () => {
-  cluster = await startCluster();
+  cluster = await startCluster({ env: { NIXCAS_ALLOW_ANONYMOUS_PUSH: "1" } });
 });
 after(() => cluster?.stop());
 

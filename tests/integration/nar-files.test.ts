@@ -21,7 +21,7 @@ import { walkManifest } from "../../shared/manifest.ts";
 import { formatNarInfo, parseNarInfo } from "../../shared/narinfo.ts";
 import { BlockStore } from "../../shared/nats/block-store.ts";
 import { Catalog } from "../../shared/nats/catalog.ts";
-import { IngestClient } from "../../shared/nats/ingest-client.ts";
+import { ingestClientFor } from "../../shared/nats/ingest-client.ts";
 import { newStagingObjectName, StagingStore } from "../../shared/nats/staging-store.ts";
 import { blockSubject, escapeKey } from "../../shared/nats/subjects.ts";
 import { generateSecretKey, pathFingerprint, signFingerprint } from "../../shared/signing.ts";
@@ -47,7 +47,7 @@ let base: string;
 let catalog: Catalog;
 
 before(async () => {
-  cluster = await startCluster({ env: { NIXCAS_LOG_LEVEL: "info" } });
+  cluster = await startCluster({ env: { NIXCAS_LOG_LEVEL: "info", NIXCAS_ALLOW_ANONYMOUS_PUSH: "1" } });
   base = cluster.url;
   catalog = new Catalog(cluster.topology);
 });
@@ -267,7 +267,7 @@ describe("uploaded file names", () => {
 describe("an upload slower than the PUT wait", () => {
   let slow: Cluster;
   before(async () => {
-    slow = await startCluster({ env: { NIXCAS_PUT_WAIT_SECONDS: "1", NIXCAS_LOG_LEVEL: "info" }, services: ["ingester", "chunker"] });
+    slow = await startCluster({ env: { NIXCAS_PUT_WAIT_SECONDS: "1", NIXCAS_LOG_LEVEL: "info", NIXCAS_ALLOW_ANONYMOUS_PUSH: "1" }, services: ["ingester", "chunker"] });
   });
   after(async () => {
     await slow?.stop();
@@ -302,7 +302,7 @@ describe("a staged file submitted under a name it does not hash to", () => {
     const up = preparePath({ nar: narFromTree({ file: pseudoRandomBytes(30_000, 13) }), name: "misnamed", compression: "xz", hashPart: randomHashPart() });
     const staged = await new StagingStore(cluster.topology).put(newStagingObjectName(), [up.file]);
     const otherName = `${nix32Sha256(pseudoRandomBytes(64, 14))}.nar.xz`;
-    const ingest = new IngestClient(cluster.topology);
+    const ingest = ingestClientFor(cluster.topology);
     const meta = { storePath: up.storePath, narHash: `sha256:${up.narHash32}`, narSize: up.nar.length, references: [], deriver: null, ca: null, sigs: [] };
     const { uploadId } = await ingest.submitStaged(meta, { object: staged.name, compression: "xz", fileName: otherName });
     const status = await ingest.waitFor(uploadId, 30_000);

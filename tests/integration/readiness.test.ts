@@ -5,16 +5,15 @@
 // within seconds even while NATS is away.
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
-import { createServer } from "node:net";
 import { Svcm } from "@nats-io/services";
 import { connectNats } from "../../shared/nats/connect.ts";
 import type { ReadinessReport } from "../../shared/nats/readiness.ts";
+import { ensureTopology } from "../../shared/nats/topology.ts";
 import { startCluster, type Cluster } from "../helpers/cluster.ts";
 import { startNatsServer, type NatsServer } from "../helpers/nats-server.ts";
 import { until } from "../helpers/pipeline.ts";
+import { freePort, spawnNixcas } from "../helpers/up-process.ts";
 
-const NIXCAS = new URL("../../cli/nixcas.ts", import.meta.url).pathname;
 
 let cluster: Cluster;
 
@@ -33,14 +32,6 @@ async function probe(url: string): Promise<{ status: number; body: string }> {
   } catch (err) {
     return { status: 0, body: (err as Error).message };
   }
-}
-
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  const port = (server.address() as { port: number }).port;
-  await new Promise((resolve) => server.close(resolve));
-  return port;
 }
 
 test("$SRV STATS of every service carries its readiness", async () => {
@@ -77,19 +68,10 @@ test("gateway: /readyz is 503 with the reason while NATS is away, /healthz stays
 
 test("a lone service serves /healthz and /readyz on NIXCAS_HEALTH_PORT and stops within seconds while NATS is away", async () => {
   const port = await freePort();
-  const child = spawn(process.execPath, [NIXCAS, "service", "ingester"], {
-    env: { ...process.env, NATS_URL: cluster.nats.url, NIXCAS_HTTP_HOST: "127.0.0.1", NIXCAS_HEALTH_PORT: String(port), NIXCAS_LOG_LEVEL: "warn" },
-    stdio: ["ignore", "ignore", "pipe"],
-  });
-  let stderr = "";
-  child.stderr!.on("data", (d: Buffer) => (stderr += d.toString("utf8")));
-  const exited = new Promise<number | string>((resolve) => child.once("exit", (code, signal) => resolve(code ?? signal ?? "?")));
-  after(() => {
-    if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
-  });
+  const { child, exited, output } = spawnNixcas(["service", "ingester"], { NATS_URL: cluster.nats.url, NIXCAS_HTTP_HOST: "127.0.0.1", NIXCAS_HEALTH_PORT: String(port), NIXCAS_LOG_LEVEL: "warn" });
   const base = `http://127.0.0.1:${port}`;
   await until("the lone ingester to be ready", async () => (await probe(`${base}/readyz`)).status === 200 || child.exitCode !== null, 60_000, 200);
-  assert.equal(child.exitCode, null, stderr);
+  assert.equal(child.exitCode, null, output());
   assert.deepEqual(await probe(`${base}/healthz`), { status: 200, body: "ok\n" });
   assert.equal((await probe(`${base}/nothing`)).status, 404);
 
@@ -100,7 +82,7 @@ test("a lone service serves /healthz and /readyz on NIXCAS_HEALTH_PORT and stops
     const t0 = Date.now();
     child.kill("SIGTERM");
     const code = await exited;
-    assert.equal(code, 0, stderr);
+    assert.equal(code, 0, output());
     assert.ok(Date.now() - t0 < 10_000, `stopping took ${Date.now() - t0} ms`);
   } finally {
     await cluster.nats.restart();
@@ -116,18 +98,10 @@ test("a lone service whose NATS connection closes for good exits 1 with one line
     await replacement?.stop();
     await server.stop();
   });
-  const child = spawn(process.execPath, [NIXCAS, "service", "indexer"], {
-    env: { ...process.env, NATS_URL: server.url, NATS_TOKEN: "first-token", NIXCAS_LOG_LEVEL: "warn" },
-    stdio: ["ignore", "pipe", "pipe"],
-  });
-  let output = "";
-  child.stdout!.on("data", (d: Buffer) => (output += d.toString("utf8")));
-  child.stderr!.on("data", (d: Buffer) => (output += d.toString("utf8")));
-  const exited = new Promise<number | string>((resolve) => child.once("exit", (code, signal) => resolve(code ?? signal ?? "?")));
-  after(() => {
-    if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
-  });
   const client = await connectNats({ servers: [server.url], name: "readiness-test", token: "first-token" });
+  // What `nixcas setup` does first: a lone service only opens the topology.
+  await ensureTopology(client);
+  const { child, exited, output } = spawnNixcas(["service", "indexer"], { NATS_URL: server.url, NATS_TOKEN: "first-token", NIXCAS_LOG_LEVEL: "warn" });
   try {
     const registered = async () => {
       try {
@@ -141,11 +115,11 @@ test("a lone service whose NATS connection closes for good exits 1 with one line
   } finally {
     await client.close();
   }
-  assert.equal(child.exitCode, null, output);
+  assert.equal(child.exitCode, null, output());
 
   await server.kill();
   replacement = await startNatsServer({ port: server.port, args: ["--auth", "another-token"] });
   const timeout = new Promise<"timeout">((r) => setTimeout(() => r("timeout"), 30_000).unref());
-  assert.equal(await Promise.race([exited, timeout]), 1, output);
-  assert.match(output, /^nixcas-indexer: the NATS connection closed for good \(.+\)$/m);
+  assert.equal(await Promise.race([exited, timeout]), 1, output());
+  assert.match(output(), /^nixcas-indexer: the NATS connection closed for good \(.+\)$/m);
 });

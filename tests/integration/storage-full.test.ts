@@ -20,7 +20,7 @@ let cluster: Cluster;
 let base: string;
 
 before(async () => {
-  cluster = await startCluster();
+  cluster = await startCluster({ env: { NIXCAS_ALLOW_ANONYMOUS_PUSH: "1" } });
   base = cluster.url;
 });
 after(async () => {

@@ -79,11 +79,19 @@ test("PUT reaches the upload handler of every route that takes uploads", () => {
   }
 });
 
+test("DELETE reaches only the narinfo route (an admin's removal of a path)", () => {
+  const m = found(matchRoute("DELETE", `/${HASH}.narinfo`));
+  assert.equal(m.route.name, "narinfo");
+  assert.deepEqual(m.params, [HASH]);
+  assert.ok(m.handler !== undefined && m.handler === route("narinfo").DELETE);
+  assert.deepEqual(ROUTES.filter((r) => r.DELETE !== undefined).map((r) => r.name), ["narinfo"]);
+});
+
 test("a method a route lacks is 405 with the methods it has in Allow", () => {
   const cases: Array<[method: string, path: string, name: string, allow: string]> = [
     ["PUT", "/ipfs/bafkqaaa", "ipfs", "GET, HEAD"],
     ["PUT", "/metrics", "metrics", "GET, HEAD"],
-    ["POST", `/${HASH}.narinfo`, "narinfo", "GET, HEAD, PUT"],
+    ["POST", `/${HASH}.narinfo`, "narinfo", "GET, HEAD, PUT, DELETE"],
     ["DELETE", `/nar/${NAR_HASH}.nar`, "nar", "GET, HEAD, PUT"],
     ["POST", "/nix-cache-info", "cache-info", "GET, HEAD, PUT"],
     ["OPTIONS", `/log/${DRV}`, "log", "GET, HEAD, PUT"],

@@ -183,3 +183,9 @@ test("signatures by keys the cache does not trust are ignored next to a trusted 
 test("a malformed signature under a trusted key name is refused", () => {
   rejects(metadata({ sigs: ["test-cache-1:" + Buffer.alloc(32).toString("base64")] }), TRUSTING, FormatError, "signature.format", /^meta\.sigs: .*'test-cache-1' has 32 bytes/);
 });
+
+test("the uploader goes along as it was said; null or absent means unknown", () => {
+  assert.equal(validateUploadMetadata(metadata({ uploader: "nats ci-pusher" }), RULES).meta.uploader, "nats ci-pusher");
+  assert.equal("uploader" in validateUploadMetadata(metadata({ uploader: null }), RULES).meta, false);
+  assert.equal("uploader" in validateUploadMetadata(metadata(), RULES).meta, false);
+});

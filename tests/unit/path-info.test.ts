@@ -4,7 +4,7 @@ import { createHash } from "node:crypto";
 import * as dagCbor from "@ipld/dag-cbor";
 import { CID } from "multiformats/cid";
 import * as Digest from "multiformats/hashes/digest";
-import { decodePathInfo, encodePathInfo, type PathInfo } from "../../shared/path-info.ts";
+import { decodePathInfo, encodePathInfo, fitUploaderLabel, UPLOADER_MAX_CHARS, uploaderProblem, type PathInfo } from "../../shared/path-info.ts";
 import { FormatError, IntegrityError } from "../../shared/errors.ts";
 
 const sha256 = (data: string | Uint8Array) => new Uint8Array(createHash("sha256").update(data).digest());
@@ -74,9 +74,54 @@ test("invalid PathInfo values are refused on encode, with the field named", () =
   // Shape errors are the schema's.
   assert.throws(() => encodePathInfo({ ...valid(), extra: 1 } as PathInfo), (e: FormatError) =>
     e.code === "ipld.schema" && /unknown field "extra"/.test(e.message));
-  // The field the PathInfo once had (always null) is never written again.
-  assert.throws(() => encodePathInfo({ ...valid(), uploader: null } as PathInfo), (e: FormatError) =>
-    e.code === "path-info.uploader" && /"uploader" of nixcas 0.1.0 is read, never written/.test(e.message));
+  // An unknown uploader is absent, never null (that is how nixcas 0.1.0 wrote it; read only).
+  assert.throws(() => encodePathInfo({ ...valid(), uploader: null } as unknown as PathInfo), (e: FormatError) =>
+    e.code === "path-info.uploader" && /uploader is null, not a string/.test(e.message));
+});
+
+test("the uploader is written, read back, and part of the CID", () => {
+  const info: PathInfo = { ...valid(), uploader: "token 4xq7 (ci-runner)" };
+  const block = encodePathInfo(info);
+  assert.equal((dagCbor.decode(block.bytes) as { uploader?: unknown }).uploader, "token 4xq7 (ci-runner)");
+  const decoded = decodePathInfo(block.bytes, block.cid);
+  sameInfo(decoded, info);
+  assert.ok(!block.cid.equals(encodePathInfo(valid()).cid), "who uploaded is part of the record's identity");
+  // `uploader: undefined` is no uploader: the same bytes as leaving it out.
+  assert.ok(encodePathInfo({ ...valid(), uploader: undefined }).cid.equals(encodePathInfo(valid()).cid));
+  // Non-ASCII and the longest label are fine.
+  const long = "ü".repeat(UPLOADER_MAX_CHARS);
+  sameInfo(decodePathInfo(encodePathInfo({ ...valid(), uploader: long }).bytes), { ...valid(), uploader: long });
+});
+
+test("uploader labels: 1-200 printable characters, refused with the reason", () => {
+  assert.equal(uploaderProblem("nats ci-pusher"), null);
+  assert.equal(uploaderProblem("token abc… (Zoë's laptop)"), null);
+  assert.equal(uploaderProblem("😀".repeat(UPLOADER_MAX_CHARS)), null, "characters, not UTF-16 units");
+  const cases: Array<[unknown, RegExp]> = [
+    [null, /^is null, not a string$/],
+    [7, /^is number, not a string$/],
+    ["", /^is empty$/],
+    ["x".repeat(UPLOADER_MAX_CHARS + 1), /^is 201 characters long, at most 200 are allowed$/],
+    ["ci\nadmin", /^has the unprintable character U\+000A at position 3$/],
+    ["a\u202Egnp.exe", /U\+202E at position 2/],
+    ["zero\u200Bwidth", /U\+200B/],
+    ["\u{E000}", /U\+E000/],
+    ["bad\uD800", /U\+D800 at position 4/],
+    ["\u2028", /U\+2028/],
+  ];
+  for (const [value, reason] of cases) assert.match(uploaderProblem(value) ?? "(accepted)", reason, JSON.stringify(value));
+  assert.throws(() => encodePathInfo({ ...valid(), uploader: "line\nbreak" }), (e: FormatError) =>
+    e.code === "path-info.uploader" && /: uploader has the unprintable character U\+000A at position 5$/.test(e.message));
+  // Labels made from names others chose always pass.
+  assert.equal(fitUploaderLabel("token 0123456789ab (ci)"), "token 0123456789ab (ci)");
+  const clipped = fitUploaderLabel(`token 0123456789ab (${"n".repeat(200)})`);
+  assert.equal([...clipped].length, UPLOADER_MAX_CHARS);
+  assert.ok(clipped.endsWith("n…"));
+  assert.equal(fitUploaderLabel("nats a\u202Eb\nc"), "nats a\uFFFDb\uFFFDc");
+  for (const label of [clipped, fitUploaderLabel("nats a\u202Eb\nc"), fitUploaderLabel("😀".repeat(300))]) assert.equal(uploaderProblem(label), null, label);
+  // Read back strictly too: a damaged label is not shown as if it were one.
+  const bad = dagCbor.encode({ ...(dagCbor.decode(encodePathInfo(valid()).bytes) as object), uploader: "" });
+  assert.throws(() => decodePathInfo(bad), (e: FormatError) => e.code === "path-info.uploader");
 });
 
 test("invalid PathInfo nodes are refused on decode", () => {
@@ -103,7 +148,7 @@ test("invalid PathInfo nodes are refused on decode", () => {
   assert.throws(() => decodePathInfo(repr({ narSize: 121 }), block.cid), (e: IntegrityError) => e instanceof IntegrityError);
 });
 
-test("a PathInfo written by nixcas 0.1.0 (with `uploader: null`) still decodes; new ones carry no uploader", () => {
+test("a PathInfo written by nixcas 0.1.0 (with `uploader: null`) still decodes, as one with no uploader", () => {
   const block = encodePathInfo(valid());
   assert.equal("uploader" in (dagCbor.decode(block.bytes) as object), false);
   const legacy = dagCbor.encode({ ...(dagCbor.decode(block.bytes) as object), uploader: null });

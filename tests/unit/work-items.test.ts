@@ -3,7 +3,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { errorKindOf, errorOfKind, FormatError, IntegrityError, NixcasError } from "../../shared/errors.ts";
-import { decodeIngestNarRequest } from "../../shared/nats/ingest-protocol.ts";
+import { decodeIngestManifestRequest, decodeIngestNarRequest } from "../../shared/nats/ingest-protocol.ts";
 import {
   INLINE_MAX_BYTES,
   decodeIndexWorkItem,
@@ -70,8 +70,15 @@ test("work items are decoded strictly", () => {
 
 test("ingest requests: shape errors are ingest.request", () => {
   rejects(() => decodeIngestNarRequest(enc({ meta, nar: ingest.nar, more: true })), "ingest.request", /unknown field "more"/);
-  // `uploader` (always null in older clients) is no longer a field: refused like any other.
-  rejects(() => decodeIngestNarRequest(enc({ meta: { ...meta, uploader: null }, nar: ingest.nar })), "ingest.request", /meta: unknown field "uploader"/);
+  // `uploader`: optional; null (older clients) is "unknown"; a label must be 1-200 printable characters.
+  assert.equal(decodeIngestNarRequest(enc({ meta: { ...meta, uploader: null }, nar: ingest.nar })).meta.uploader, null);
+  assert.equal(decodeIngestManifestRequest(enc({ meta: { ...meta, uploader: "nats ci" }, manifest: index.manifest })).meta.uploader, "nats ci");
+  rejects(() => decodeIngestNarRequest(enc({ meta: { ...meta, uploader: "x".repeat(201) }, nar: ingest.nar })), "ingest.request", /^nixcas\.ingest\.nar: meta\.uploader is 201 characters long, at most 200 are allowed$/);
+  rejects(() => decodeIngestManifestRequest(enc({ meta: { ...meta, uploader: "ci\u0007" }, manifest: index.manifest })), "ingest.request", /meta\.uploader has the unprintable character U\+0007 at position 3/);
+  rejects(() => decodeIngestNarRequest(enc({ meta: { ...meta, uploader: 3 }, nar: ingest.nar })), "ingest.request", /meta\.uploader is number, not a string/);
+  // Work items are decoded as strictly.
+  rejects(() => decodeIndexWorkItem(enc({ ...index, meta: { ...meta, uploader: "" } })), "work-item.meta", /meta\.uploader is empty/);
+  assert.equal(decodeIndexWorkItem(enc({ ...index, meta: { ...meta, uploader: "token ab (ci)" } })).meta.uploader, "token ab (ci)");
   rejects(() => decodeIngestNarRequest(enc({ meta: { ...meta, sigs: "x" }, nar: ingest.nar })), "ingest.request", /meta\.sigs is not a list of strings/);
   assert.deepEqual(decodeIngestNarRequest(enc({ meta, nar: ingest.nar })), { meta, nar: ingest.nar });
 });

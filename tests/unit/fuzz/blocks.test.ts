@@ -12,7 +12,7 @@ import { DAG_CBOR_CODEC, RAW_CODEC, cidForBytes, cidFromSha256 } from "../../../
 import { decodeDerivation, parseDerivation, toDerivationNode } from "../../../shared/derivation.ts";
 import { FormatError, IntegrityError } from "../../../shared/errors.ts";
 import { buildManifest, decodeManifestNode } from "../../../shared/manifest.ts";
-import { decodePathInfo, encodePathInfo, type PathInfo } from "../../../shared/path-info.ts";
+import { decodePathInfo, encodePathInfo, fitUploaderLabel, type PathInfo } from "../../../shared/path-info.ts";
 import { formatContentAddress } from "../../../shared/store-path.ts";
 import { mutatedBytes, parsedOrTyped, runs } from "./fuzz-helpers.ts";
 import { STORE_DIR, baseName, contentAddress, drvBaseName, signature, storePath } from "./nix-arbitraries.ts";
@@ -40,8 +40,10 @@ const pathInfo: fc.Arbitrary<PathInfo> = fc.record(
     sigs: fc.array(signature, { maxLength: 2 }).map((ss) => [...new Set(ss)].sort()),
     manifest: digest.map((d) => cidFromSha256(d, DAG_CBOR_CODEC)),
     registered: fc.integer({ min: 0, max: 2 ** 42 }),
+    // Any text, fitted as the gateway and `nixcas push` fit the names they record.
+    uploader: fc.string({ unit: "grapheme", minLength: 1, maxLength: 250 }).map(fitUploaderLabel),
   },
-  { noNullPrototype: true },
+  { noNullPrototype: true, requiredKeys: ["storePath", "narHash", "narSize", "references", "deriver", "ca", "sigs", "manifest", "registered"] },
 );
 const pathInfoBlock = pathInfo.map((info): Block => ({ kind: "path-info", ...encodePathInfo(info, { storeDir: STORE_DIR }) }));
 

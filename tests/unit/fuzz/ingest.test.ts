@@ -7,10 +7,11 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import fc from "fast-check";
 import { validateUploadMetadata, type ValidationRules } from "../../../services/ingester/validate.ts";
-import { DAG_CBOR_CODEC, cidFromSha256 } from "../../../shared/cid.ts";
+import { DAG_CBOR_CODEC, RAW_CODEC, cidFromSha256 } from "../../../shared/cid.ts";
 import { FormatError, IntegrityError } from "../../../shared/errors.ts";
 import { formatHash, parseHash } from "../../../shared/hash.ts";
-import { decodeIngestManifestRequest, decodeIngestNarRequest } from "../../../shared/nats/ingest-protocol.ts";
+import { headers as natsHeaders } from "@nats-io/nats-core";
+import { decodeIngestBlockRequest, decodeIngestManifestRequest, decodeIngestNarRequest, encodeIngestBlockRequest, INGEST_BLOCK_HEADERS } from "../../../shared/nats/ingest-protocol.ts";
 import {
   decodeIndexWorkItem,
   decodeIngestWorkItem,
@@ -135,6 +136,47 @@ test("ingest: a valid message with one field replaced, removed or added is decod
 
 test("ingest: mutated message text is decoded or a FormatError", () => {
   fc.assert(fc.property(validMessage.chain((msg) => mutatedText(JSON.stringify(msg))), (text) => decodesOrFormatError(utf8.encode(text))), runs(600));
+});
+
+// ---- nixcas.ingest.block: a binary payload, its CID and size in headers -------------------
+
+const blockRequest = fc.record(
+  {
+    cid: fc.tuple(fc.uint8Array({ minLength: 32, maxLength: 32 }), fc.constantFrom(RAW_CODEC, DAG_CBOR_CODEC)).map(([d, codec]) => cidFromSha256(d, codec)),
+    size: fc.integer({ min: 0, max: 1024 * 1024 }),
+    frame: fc.uint8Array({ maxLength: 64 }),
+  },
+  { noNullPrototype: true },
+);
+
+test("ingest.block: a request encodes and decodes to itself", () => {
+  fc.assert(
+    fc.property(blockRequest, (request) => {
+      const { data, headers } = encodeIngestBlockRequest(request);
+      const back = decodeIngestBlockRequest(data, headers);
+      assert.equal(back.cid.toString(), request.cid.toString());
+      assert.equal(back.size, request.size);
+      assert.deepEqual(back.frame, request.frame);
+    }),
+    runs(300),
+  );
+});
+
+test("ingest.block: arbitrary or mutated headers and payloads are decoded or a FormatError", () => {
+  const header = (valid: string) => fc.option(fc.oneof(fc.string({ maxLength: 80 }), mutatedText(valid)), { nil: undefined });
+  const input = blockRequest.chain((request) =>
+    fc.tuple(header(request.cid.toString()), header(String(request.size)), fc.oneof(fc.constant(request.frame), fc.uint8Array({ maxLength: 2048 }))),
+  );
+  fc.assert(
+    fc.property(input, ([cid, size, data]) => {
+      const headers = natsHeaders();
+      // Header values travel as one line of printable text: what NATS itself allows.
+      if (cid !== undefined) headers.set(INGEST_BLOCK_HEADERS.cid, cid.replace(/[^\x20-\x7e]/g, ""));
+      if (size !== undefined) headers.set(INGEST_BLOCK_HEADERS.size, size.replace(/[^\x20-\x7e]/g, ""));
+      parsedOrTyped(() => decodeIngestBlockRequest(data, headers), FormatError);
+    }),
+    runs(600),
+  );
 });
 
 // ---- the ingester's semantic checks ------------------------------------------------------
