@@ -8,7 +8,7 @@ export interface BenchRow {
   suite: string;
   case: string;
   value: number;
-  /** "MB/s" (MB = 2^20 bytes) or "ms". */
+  /** "MB/s" (MB = 2^20 bytes), "ms" or "MiB". */
   unit: string;
   baseline?: number;
   baselineName?: string;
@@ -28,6 +28,7 @@ const SUITES: Record<string, () => Promise<Suite>> = {
   chunking: () => import("./chunking.ts"),
   cluster: () => import("./cluster.ts"),
   "put-verify": () => import("./put-verify.ts"),
+  tiering: () => import("./tiering.ts"),
 };
 
 function formatNumber(n: number): string {

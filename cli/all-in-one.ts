@@ -8,10 +8,12 @@
 // the admin's connection, and each service runs on a connection of its own with its role's creds
 // and only opens the topology, exactly as a lone service with NATS_CREDS would: the role
 // permissions are what every `nixcas up` exercises. With NATS_URL, one connection with
-// NATS_CREDS / NATS_TOKEN serves everything, as before.
+// NATS_CREDS / NATS_TOKEN serves everything, as before. The tierer runs here too, its cold tier
+// `<NIXCAS_DATA_DIR>/cold` unless configured otherwise.
 import { mkdir } from "node:fs/promises";
 import { resolve } from "node:path";
 import type { NatsConnection } from "@nats-io/nats-core";
+import { defaultColdDir } from "../shared/cold/cold-store.ts";
 import type { NixcasConfig } from "../shared/config.ts";
 import { NixcasError } from "../shared/errors.ts";
 import type { Logger } from "../shared/log.ts";
@@ -65,7 +67,14 @@ const DRAIN_MS = 1_500;
 const SERVER_STOP_MS = 2_000;
 
 export async function startAllInOne(options: AllInOneOptions): Promise<AllInOne> {
-  const { config, logger } = options;
+  const { logger } = options;
+  // The cold tier of one machine: `<NIXCAS_DATA_DIR>/cold` unless S3 or NIXCAS_COLD_DIR is set
+  // (docs/tiering.md). Every service here (the tierer, and the gateway and indexer reading cold
+  // chunks) is handed the same.
+  const config: NixcasConfig =
+    options.config.tiering.s3 === null && options.config.tiering.coldDir === null
+      ? { ...options.config, tiering: { ...options.config.tiering, coldDir: defaultColdDir(options.config) } }
+      : options.config;
   const wanted = new Set<ServiceName>(options.services ?? SERVICE_NAMES);
   let reportFailure!: (err: NixcasError) => void;
   const failure = new Promise<NixcasError>((resolveFailure) => {

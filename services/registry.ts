@@ -8,11 +8,14 @@ import { startChunker } from "./chunker/chunker.ts";
 import { startGateway } from "./gateway/gateway.ts";
 import { startIndexer } from "./indexer/indexer.ts";
 import { startIngester } from "./ingester/ingester.ts";
+import { startTierer } from "./tierer/tierer.ts";
 
 export const SERVICES = {
   indexer: startIndexer,
   chunker: startChunker,
   ingester: startIngester,
+  // Before the gateway: it receives the gateway's access reports.
+  tierer: startTierer,
   gateway: startGateway,
 } as const satisfies Record<string, StartService>;
 

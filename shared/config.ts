@@ -1,10 +1,11 @@
 // Configuration from environment variables: one table that is both the parser and the
 // documentation (README's table is generated from it with `nixcas config --markdown`).
 // Every problem is reported at start, all at once, with the variable's name and what it takes.
+import { DURATION_SYNTAX, parseDuration } from "./duration.ts";
 import { ConfigError } from "./errors.ts";
 import { LARGE_NAR_BYTES } from "./nats/subjects.ts";
 
-type Kind = "string" | "int" | "bytes" | "path" | "url-list" | "level" | "bool";
+type Kind = "string" | "int" | "bytes" | "path" | "url-list" | "level" | "bool" | "duration";
 
 interface Variable {
   name: string;
@@ -49,6 +50,19 @@ export const VARIABLES = [
   { name: "NIXCAS_INDEXER_CONCURRENCY", kind: "int", default: "8", min: 1, max: 256, description: "Index items one indexer process works on at once." },
   { name: "NIXCAS_ACK_WAIT_SECONDS", kind: "int", default: "60", min: 5, max: 3600, description: "Work-queue ack_wait; workers send in-progress heartbeats well inside it." },
   { name: "NIXCAS_MAX_DELIVER", kind: "int", default: "5", min: 1, max: 100, description: "Deliveries of a work item before it goes to the dead-letter stream." },
+  { name: "NIXCAS_COLD_DIR", kind: "path", description: "The cold tier as a directory (one machine without S3). `nixcas up` uses `<NIXCAS_DATA_DIR>/cold` when neither this nor NIXCAS_S3_BUCKET is set." },
+  { name: "NIXCAS_S3_BUCKET", kind: "string", description: "The cold tier as an S3 bucket (packs of cold chunks). Credentials: the standard AWS variables (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_PROFILE…)." },
+  { name: "NIXCAS_S3_ENDPOINT", kind: "string", description: "S3 endpoint URL for S3-compatible stores (MinIO…); unset: AWS. Path-style addressing is used with an endpoint." },
+  { name: "NIXCAS_S3_REGION", kind: "string", default: "us-east-1", description: "S3 region." },
+  { name: "NIXCAS_S3_PREFIX", kind: "string", default: "nixcas/", description: "Key prefix of every object nixcas writes in the bucket." },
+  { name: "NIXCAS_S3_STORAGE_CLASS", kind: "string", default: "STANDARD_IA", description: "Storage class packs are written with (STANDARD, STANDARD_IA, GLACIER_IR, GLACIER, DEEP_ARCHIVE…)." },
+  { name: "NIXCAS_S3_LIFECYCLE", kind: "string", default: "GLACIER_IR:30,DEEP_ARCHIVE:180", description: "The bucket lifecycle rule `nixcas setup` installs for packs: `<storage class>:<days after creation>` transitions, comma-separated; `none`: no rule." },
+  { name: "NIXCAS_COLD_AFTER", kind: "duration", default: "45d", description: "A path not read (or pushed) for this long has its chunks moved to the cold tier by the tierer. Keep it above 30d, Nix's positive narinfo cache: a client told about a path must be able to download it." },
+  { name: "NIXCAS_TIER_INTERVAL", kind: "duration", default: "1h", description: "How often the tierer runs a tiering pass (also `nixcas tier run`)." },
+  { name: "NIXCAS_PACK_BYTES", kind: "bytes", default: "64MiB", min: 1048576, max: 4294967296, description: "Target size of one cold pack (archive classes bill a minimum per object)." },
+  { name: "NIXCAS_GC_GRACE", kind: "duration", default: "1h", description: "Blocks and packs younger than this are never swept by garbage collection (uploads in flight are safe)." },
+  { name: "NIXCAS_GC_INTERVAL", kind: "duration", description: "Run garbage collection on this schedule in the tierer; unset: only `nixcas gc`." },
+  { name: "NIXCAS_RETENTION", kind: "duration", description: "Scheduled GC also deletes paths neither pushed nor read for this long (pins and their closures kept); unset: keep every path." },
   { name: "NIXCAS_LOG_LEVEL", kind: "level", default: "info", description: "debug, info, warn or error." },
 ] as const satisfies readonly Variable[];
 
@@ -82,6 +96,17 @@ export interface NixcasConfig {
   ackWaitSeconds: number;
   maxDeliver: number;
   logLevel: "debug" | "info" | "warn" | "error";
+  tiering: {
+    /** NIXCAS_COLD_DIR; null: not set (nixcas up then uses <dataDir>/cold unless S3 is set). */
+    coldDir: string | null;
+    s3: { bucket: string; endpoint: string | null; region: string; prefix: string; storageClass: string; lifecycle: string } | null;
+    coldAfterMs: number;
+    intervalMs: number;
+    packBytes: number;
+    gcGraceMs: number;
+    gcIntervalMs: number | null;
+    retentionMs: number | null;
+  };
 }
 
 const BYTE_SUFFIX: Record<string, number> = { "": 1, k: 1024, kib: 1024, m: 1024 ** 2, mib: 1024 ** 2, g: 1024 ** 3, gib: 1024 ** 3 };
@@ -120,6 +145,12 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): NixcasConfig {
         if (!["0", "1", "true", "false"].includes(raw.trim())) problems.push(`${v.name}=${JSON.stringify(raw)}: expected 1 or 0`);
         else values.set(v.name, raw.trim() === "1" || raw.trim() === "true" ? 1 : 0);
         break;
+      case "duration": {
+        const ms = parseDuration(raw);
+        if (ms === null) problems.push(`${v.name}=${JSON.stringify(raw)}: expected ${DURATION_SYNTAX}`);
+        else values.set(v.name, ms);
+        break;
+      }
       case "level":
         if (!["debug", "info", "warn", "error"].includes(raw)) problems.push(`${v.name}=${JSON.stringify(raw)}: expected debug, info, warn or error`);
         else values.set(v.name, raw);
@@ -171,6 +202,26 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): NixcasConfig {
     ackWaitSeconds: num("NIXCAS_ACK_WAIT_SECONDS"),
     maxDeliver: num("NIXCAS_MAX_DELIVER"),
     logLevel: str("NIXCAS_LOG_LEVEL") as NixcasConfig["logLevel"],
+    tiering: {
+      coldDir: str("NIXCAS_COLD_DIR"),
+      s3:
+        str("NIXCAS_S3_BUCKET") === null
+          ? null
+          : {
+              bucket: str("NIXCAS_S3_BUCKET")!,
+              endpoint: str("NIXCAS_S3_ENDPOINT"),
+              region: str("NIXCAS_S3_REGION")!,
+              prefix: str("NIXCAS_S3_PREFIX") ?? "",
+              storageClass: str("NIXCAS_S3_STORAGE_CLASS")!,
+              lifecycle: str("NIXCAS_S3_LIFECYCLE") ?? "",
+            },
+      coldAfterMs: num("NIXCAS_COLD_AFTER"),
+      intervalMs: num("NIXCAS_TIER_INTERVAL"),
+      packBytes: num("NIXCAS_PACK_BYTES"),
+      gcGraceMs: num("NIXCAS_GC_GRACE"),
+      gcIntervalMs: values.get("NIXCAS_GC_INTERVAL") === null ? null : num("NIXCAS_GC_INTERVAL"),
+      retentionMs: values.get("NIXCAS_RETENTION") === null ? null : num("NIXCAS_RETENTION"),
+    },
   };
 }
 

@@ -6,6 +6,7 @@
 // and may appear in logs, listings and metrics; the secret (32 random bytes, base64url) is shown
 // once, at creation, and only its sha256 is kept. Checking a presented token is one KV get by id
 // and a constant-time comparison of digests, so a stolen copy of the bucket grants nothing.
+import { DURATION_SYNTAX, parseDuration } from "./duration.ts";
 import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
 import { FormatError, IntegrityError } from "./errors.ts";
 
@@ -126,16 +127,13 @@ export function withImpliedScopes(scopes: Iterable<Scope>): Scope[] {
   return SCOPES.slice(0, top + 1);
 }
 
-const TTL = /^([1-9][0-9]{0,5})([dhm])$/;
-const UNIT_MS = { d: 86_400_000, h: 3_600_000, m: 60_000 } as const;
 /** Ten years: a longer TTL is a typo, and "never" is no --ttl at all. */
-const TTL_MAX_MS = 3650 * UNIT_MS.d;
+const TTL_MAX_MS = 3650 * 86_400_000;
 
-/** `30d`, `12h`, `90m` → milliseconds. */
+/** `30d`, `12h`, `90m` → milliseconds (more than zero, at most ten years). */
 export function parseTtl(text: string): number {
-  const m = TTL.exec(text.trim());
-  if (!m) throw new FormatError("token.ttl", `invalid TTL ${JSON.stringify(text)}: expected a whole number and d, h or m (e.g. 30d, 12h, 90m)`);
-  const ms = Number(m[1]) * UNIT_MS[m[2] as keyof typeof UNIT_MS];
+  const ms = parseDuration(text);
+  if (ms === null || ms === 0) throw new FormatError("token.ttl", `invalid TTL ${JSON.stringify(text)}: expected ${DURATION_SYNTAX.replace(", 0s", "")}, more than zero`);
   if (ms > TTL_MAX_MS) throw new FormatError("token.ttl", `TTL ${text} is longer than 10 years; leave --ttl out for a token that never expires`);
   return ms;
 }

@@ -14,8 +14,15 @@
 // every frame to compute the hash, and a request would only ship that work to another process;
 // the compare-and-set on the record's revision keeps it safe beside a running indexer.
 //
+// Chunks in the cold tier are checked the same way, from ranged reads of their packs; a bad one
+// is named with its pack and offset, and a pack that cannot be read (missing, archived) names
+// every block it should hold and every path that needs them.
+//
 // Memory is bounded: --jobs paths at once, each reading at most READ_AHEAD frames ahead.
 import type { CID } from "multiformats/cid";
+import type { KV } from "@nats-io/kv";
+import { ColdBlocks, coldKeyOf } from "../../shared/cold/cold-blocks.ts";
+import { coldStoreOf, defaultColdDir } from "../../shared/cold/cold-store.ts";
 import { cidForBytes, RAW_CODEC } from "../../shared/cid.ts";
 import type { NixcasConfig } from "../../shared/config.ts";
 import { IntegrityError, NixcasError } from "../../shared/errors.ts";
@@ -29,7 +36,7 @@ import { compressChunk } from "../../shared/zstd.ts";
 import { putBlob } from "../../shared/nats/blob-store.ts";
 import { BlockStore } from "../../shared/nats/block-store.ts";
 import { Catalog } from "../../shared/nats/catalog.ts";
-import { storedChunks, ZstFileHasher, type ZstFile } from "../../shared/nats/stored-chunks.ts";
+import { isColdTierError, storedChunks, ZstFileHasher, type ZstFile } from "../../shared/nats/stored-chunks.ts";
 import { openTopology } from "../../shared/nats/topology.ts";
 import { runNatsCommand } from "../nats-command.ts";
 import { narSource, storeAccess, type StoreAccess } from "../push/store-access.ts";
@@ -110,7 +117,11 @@ export async function run(argv: string[]): Promise<number> {
     { name: "verify", usage: USAGE, parseArgs, natsUrlMissing: "nixcas verify reads the cache over NATS; set NATS_URL to the cache's NATS server" },
     async ({ args, config, logger, nc }) => {
       const topology = await openTopology(nc);
-      const scrub = new Scrub(new BlockStore(topology, { logger }), new Catalog(topology), config, args.repair ? storeAccess(args.store, config.storeDir) : null);
+      // Chunks the tierer moved out of BLOCKS are read (ranged) from the cold tier and checked
+      // like hot ones. The cold tier as the tierer has it: NIXCAS_S3_*, NIXCAS_COLD_DIR, or the
+      // directory of a local `nixcas up`.
+      const cold = new ColdBlocks(topology, coldStoreOf(config, defaultColdDir(config)));
+      const scrub = new Scrub(new BlockStore(topology, { logger, cold }), cold, topology.kv.cold, new Catalog(topology), config, args.repair ? storeAccess(args.store, config.storeDir) : null);
       const hashParts: string[] = [];
       for await (const key of await topology.kv.paths.keys()) hashParts.push(key);
       hashParts.sort();
@@ -145,6 +156,9 @@ interface PathCheck {
 
 class Scrub {
   readonly #blocks: BlockStore;
+  readonly #cold: ColdBlocks;
+  /** KV `cold` (written by the tierer; --repair drops the record of a bad cold copy it replaced). */
+  readonly #coldRecords: KV;
   readonly #catalog: Catalog;
   readonly #config: NixcasConfig;
   readonly #repairFrom: StoreAccess | null;
@@ -153,8 +167,10 @@ class Scrub {
   #bad = 0;
   #lastProgress = 0;
 
-  constructor(blocks: BlockStore, catalog: Catalog, config: NixcasConfig, repairFrom: StoreAccess | null) {
+  constructor(blocks: BlockStore, cold: ColdBlocks, coldRecords: KV, catalog: Catalog, config: NixcasConfig, repairFrom: StoreAccess | null) {
     this.#blocks = blocks;
+    this.#cold = cold;
+    this.#coldRecords = coldRecords;
     this.#catalog = catalog;
     this.#config = config;
     this.#repairFrom = repairFrom;
@@ -243,8 +259,12 @@ class Scrub {
       if (bytes === null) check.badBlocks.push({ cid, reason: "missing" });
       return bytes;
     } catch (err) {
+      if (isColdTierError(err)) {
+        check.badBlocks.push({ cid, reason: err.message });
+        return null;
+      }
       if (!(err instanceof IntegrityError)) throw err;
-      check.badBlocks.push({ cid, reason: err.message });
+      check.badBlocks.push({ cid, reason: err.message + (await this.#coldLocation(cid)) });
       this.#blocks.reportCorrupt(cid, err, "verify");
       return null;
     }
@@ -276,9 +296,13 @@ class Scrub {
           check.badBlocks.push({ cid: chunk.cid, reason: "missing" });
           continue;
         }
+        if (stored.state === "unreadable") {
+          check.badBlocks.push({ cid: chunk.cid, reason: stored.error.message });
+          continue;
+        }
         const error =
           stored.state === "corrupt" ? stored.error : new IntegrityError("block.size", `block ${chunk.cid} is stored with ${stored.frame.size} bytes, its manifest says ${chunk.size}`);
-        check.badBlocks.push({ cid: chunk.cid, reason: error.message });
+        check.badBlocks.push({ cid: chunk.cid, reason: error.message + (await this.#coldLocation(chunk.cid)) });
         this.#blocks.reportCorrupt(chunk.cid, error, "verify");
       }
     } catch (err) {
@@ -291,6 +315,15 @@ class Scrub {
     return intact ? file.finish() : null;
   }
 
+  /** For a bad block read from the cold tier: where its frame is (the pack to look at). */
+  async #coldLocation(cid: CID): Promise<string> {
+    if ((await this.#blocks.getHot(cid)) !== null) return "";
+    const record = await this.#cold.record(cid);
+    if (record === null) return "";
+    const pack = await this.#cold.pack(record.pack);
+    return ` (its cold copy: pack ${record.pack}${pack ? `, object ${pack.key}` : ""}, ${record.length} bytes at offset ${record.offset})`;
+  }
+
   /** Puts back what a copy exists of; rewrites the NAR record when its frames changed. */
   async #repair(hashPart: string, check: PathCheck): Promise<{ blocks: number; records: number }> {
     let blocks = 0;
@@ -301,6 +334,9 @@ class Scrub {
     const put = async (cid: CID, bytes: Uint8Array) => {
       if (!bad.has(cid.toString())) return;
       await this.#blocks.put(cid, compressChunk(bytes, this.#config.chunking.zstdLevel), bytes.length);
+      // A bad cold copy must not win over the good one now in BLOCKS: without its record the
+      // tierer packs the block anew (and GC reclaims the bad frame with its pack).
+      if ((await this.#cold.record(cid)) !== null) await this.#coldRecords.delete(coldKeyOf(cid));
       bad.delete(cid.toString());
       blocks++;
     };

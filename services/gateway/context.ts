@@ -10,9 +10,11 @@ import type { IngestClient } from "../../shared/nats/ingest-client.ts";
 import type { StagingStore } from "../../shared/nats/staging-store.ts";
 import type { Topology } from "../../shared/nats/topology.ts";
 import type { SecretKey } from "../../shared/signing.ts";
+import type { AccessReporter } from "./access-reports.ts";
 import type { Authorize } from "./auth.ts";
 import type { BlockLoader } from "./block-loader.ts";
 import type { ReadBudget } from "./chunk-reader.ts";
+import type { ColdPaths } from "./cold-paths.ts";
 import type { GatewayMetrics } from "./metrics.ts";
 import type { NarInfoRenderer } from "./narinfo-render.ts";
 
@@ -36,6 +38,10 @@ export interface Gateway {
   authorize: Authorize;
   /** Where `PUT nar/…` streams the NARs it receives. */
   staging: StagingStore;
+  /** Narinfo reads, reported to the tierer (docs/tiering.md, "Access"). */
+  access: AccessReporter;
+  /** Paths whose cold packs are archived: 404 and a restore request. */
+  coldPaths: ColdPaths;
 }
 
 export interface GatewayRequest {

@@ -4,6 +4,8 @@
 // timeouts and a clean stop. The routes themselves are in routes.ts.
 import { createServer, STATUS_CODES, type IncomingMessage, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
+import { ColdBlocks } from "../../shared/cold/cold-blocks.ts";
+import { coldStoreOf } from "../../shared/cold/cold-store.ts";
 import { BlockStore } from "../../shared/nats/block-store.ts";
 import { Catalog } from "../../shared/nats/catalog.ts";
 import { ingestClientFor } from "../../shared/nats/ingest-client.ts";
@@ -13,10 +15,12 @@ import { startMicroservice } from "../../shared/nats/service.ts";
 import { listenOrExplain, type ServiceDeps } from "../../shared/nats/service-process.ts";
 import { SUBJECTS } from "../../shared/nats/subjects.ts";
 import { NIXCAS_VERSION } from "../../shared/version.ts";
+import { AccessReporter } from "./access-reports.ts";
 import { createAuthorizer } from "./auth.ts";
 import { BlockLoader } from "./block-loader.ts";
 import { ReadBudget } from "./chunk-reader.ts";
 import type { Gateway, GatewayRequest } from "./context.ts";
+import { ColdPaths } from "./cold-paths.ts";
 import { HotCache } from "./hot-cache.ts";
 import { HttpError, errorMessage, isClientError, notFound, sendText, statusForRead, statusForUpload } from "./http-errors.ts";
 import { limitConnections, serverTimeouts } from "./connection-limits.ts";
@@ -46,8 +50,11 @@ export async function startGateway(deps: ServiceDeps): Promise<RunningGateway> {
   const logger = deps.logger.child({ service: "gateway" });
   const hotCache = new HotCache(config.hotCacheBytes);
   const metrics = createGatewayMetrics(hotCache);
-  const blocks = new BlockStore(topology, { logger, maxReadBytesInFlight: READ_BYTES_IN_FLIGHT });
+  // Chunks the tierer moved out of BLOCKS are read from their pack in the cold tier.
+  const cold = new ColdBlocks(topology, coldStoreOf(config));
+  const blocks = new BlockStore(topology, { logger, maxReadBytesInFlight: READ_BYTES_IN_FLIGHT, cold });
   const catalog = new Catalog(topology);
+  const access = new AccessReporter(topology.nc, logger);
   const gw: Gateway = {
     config,
     topology,
@@ -62,6 +69,8 @@ export async function startGateway(deps: ServiceDeps): Promise<RunningGateway> {
     logger,
     authorize: createAuthorizer({ config, tokens: new TokenStore(topology), refusals: metrics.authRefusals }),
     staging: new StagingStore(topology),
+    access,
+    coldPaths: new ColdPaths(topology, cold, logger),
   };
 
   // Slow-loris protection: connection-limits.ts (bodies have their own idle limit).
@@ -110,6 +119,7 @@ export async function startGateway(deps: ServiceDeps): Promise<RunningGateway> {
     hotCache,
     stop: async (graceMs = 10_000) => {
       await service.stop();
+      access.stop();
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
       server.closeIdleConnections();
       const timer = setTimeout(() => server.closeAllConnections(), graceMs);

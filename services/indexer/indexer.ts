@@ -1,5 +1,8 @@
 // The indexer: consumes INDEX (index-path.ts: the step that makes a path visible), answers
-// the `nixcas.index.*` queries (queries.ts) and the admin's path deletions (delete-path.ts).
+// the `nixcas.index.*` queries (queries.ts), the admin's path deletions (delete-path.ts) and
+// GC's deletions of NAR records no path uses (delete-nars.ts).
+import { ColdBlocks } from "../../shared/cold/cold-blocks.ts";
+import { coldStoreOf } from "../../shared/cold/cold-store.ts";
 import { BlockStore } from "../../shared/nats/block-store.ts";
 import { Catalog } from "../../shared/nats/catalog.ts";
 import { startMicroservice } from "../../shared/nats/service.ts";
@@ -9,6 +12,7 @@ import { runWorkQueue } from "../../shared/nats/work-queue.ts";
 import { decodeIndexWorkItem, type IndexWorkItem } from "../../shared/nats/work-items.ts";
 import { indexPath, type IndexDeps } from "./index-path.ts";
 import { INDEX_ADMIN_SUBJECTS, INDEX_QUERY_SUBJECTS } from "../../shared/nats/index-protocol.ts";
+import { deleteNars } from "./delete-nars.ts";
 import { deletePath } from "./delete-path.ts";
 import { hasPaths, lookup, missingChunks, type QueryDeps } from "./queries.ts";
 import { NIXCAS_VERSION } from "../../shared/version.ts";
@@ -16,7 +20,9 @@ import { NIXCAS_VERSION } from "../../shared/version.ts";
 
 export async function startIndexer(deps: ServiceDeps): Promise<{ stop(): Promise<void> }> {
   const { topology, logger, config } = deps;
-  const blocks = new BlockStore(topology, { logger });
+  // Chunks a tiering pass moved out of BLOCKS are still chunks of the cache: a new path that
+  // shares them is checked (and advertised) with them read from the cold tier.
+  const blocks = new BlockStore(topology, { logger, cold: new ColdBlocks(topology, coldStoreOf(config)) });
   const catalog = new Catalog(topology);
   const indexDeps: IndexDeps = { topology, blocks, catalog, storeDir: config.storeDir, level: config.chunking.zstdLevel, logger };
   const queryDeps: QueryDeps = { catalog, blocks };
@@ -46,6 +52,7 @@ export async function startIndexer(deps: ServiceDeps): Promise<{ stop(): Promise
         { name: "missing-chunks", subject: INDEX_QUERY_SUBJECTS.missingChunks, handler: (req) => missingChunks(req.data, queryDeps) },
         { name: "lookup", subject: INDEX_QUERY_SUBJECTS.lookup, handler: (req) => lookup(req.data, queryDeps) },
         { name: "delete-path", subject: INDEX_ADMIN_SUBJECTS.deletePath, handler: (req) => deletePath(req.data, { topology, catalog, logger }) },
+        { name: "delete-nars", subject: INDEX_ADMIN_SUBJECTS.deleteNars, handler: (req) => deleteNars(req.data, { topology, logger }) },
       ],
       logger,
     });

@@ -57,6 +57,8 @@ export async function scanStoredFrames(root: CID, blocks: BlockStore, options: F
       firstMissing ??= chunk.cid;
       continue;
     }
+    // A cold copy that cannot be read now (archived, store failing): the item is retried.
+    if (stored.state === "unreadable") throw stored.error;
     if (stored.state === "size-mismatch") {
       throw new IntegrityError("index.chunk-size", `manifest ${root}: chunk ${chunk.cid} is stored with ${stored.frame.size} bytes, the manifest says ${chunk.size}`);
     }

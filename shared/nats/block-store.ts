@@ -50,6 +50,18 @@ export interface BlockStoreOptions {
   /** Reads in flight at once in `missing()`. */
   maxReadsInFlight?: number;
   logger?: Logger;
+  /**
+   * Where blocks the tierer moved out of BLOCKS are read from (docs/tiering.md, "Serving cold
+   * chunks"): asked only when BLOCKS has no message for the CID. Its frames are verified by the
+   * callers exactly like hot ones. `missing()` never asks it: a re-upload of a cold chunk makes
+   * it hot again.
+   */
+  cold?: ColdFrames;
+}
+
+/** A source of stored frames besides BLOCKS (shared/cold/cold-blocks.ts: KV `cold` + the cold store). */
+export interface ColdFrames {
+  getFrame(cid: CID): Promise<BlockFrame | null>;
 }
 
 export interface BlockFrame {
@@ -94,6 +106,7 @@ export class BlockStore {
   readonly #readBytes: Semaphore;
   readonly #maxReads: number;
   readonly #logger: Logger;
+  readonly #cold: ColdFrames | null;
   /**
    * Bytes reserved per read before its size is known: the largest reply seen so far, starting
    * at the server's max payload, so the first burst cannot overshoot the budget.
@@ -106,6 +119,7 @@ export class BlockStore {
     this.#readBytes = new Semaphore(options.maxReadBytesInFlight ?? 16 * 1024 * 1024);
     this.#maxReads = options.maxReadsInFlight ?? 64;
     this.#logger = options.logger ?? silentLogger;
+    this.#cold = options.cold ?? null;
     this.#replyEstimate = topology.nc.info?.max_payload ?? 1024 * 1024;
   }
 
@@ -213,11 +227,34 @@ export class BlockStore {
     return { cid, result: await this.put(cid, frame, bytes.length) };
   }
 
-  /** The stored frame, unverified (for serving `.nar.zst` after the caller verified it), or null. */
+  /**
+   * The stored frame, unverified (for serving `.nar.zst` after the caller verified it), or null:
+   * from BLOCKS, else from the cold tier when one is configured.
+   */
   async getFrame(cid: CID): Promise<BlockFrame | null> {
     const msg = await this.#read(cid);
-    if (msg === null) return null;
+    if (msg === null) return this.#cold === null ? null : this.#cold.getFrame(cid);
     return { frame: msg.data, ...this.#parseHeaders(cid, msg) };
+  }
+
+  /** The block's frame in BLOCKS only (never the cold tier), with its stream sequence, or null. */
+  async getHot(cid: CID): Promise<(BlockFrame & { seq: number }) | null> {
+    const msg = await this.#read(cid);
+    if (msg === null) return null;
+    return { frame: msg.data, seq: msg.seq, ...this.#parseHeaders(cid, msg) };
+  }
+
+  /**
+   * Deletes the block's message `seq` from BLOCKS (the tierer, once the block is sealed in a cold
+   * pack: docs/tiering.md). By sequence, so a copy stored again meanwhile is not touched.
+   */
+  async evict(cid: CID, seq: number): Promise<void> {
+    try {
+      await this.#topology.jsm.streams.deleteMessage(STREAMS.blocks, seq, false);
+    } catch (err) {
+      if (isJetStreamApiError(err, JetStreamApiCodes.NoMessageFound, MoreJetStreamApiCodes.SequenceNotFound, MoreJetStreamApiCodes.StreamMsgDeleteFailed)) return;
+      throw new NixcasError("block.evict", `cannot delete block ${cid} (stream ${STREAMS.blocks} seq ${seq}) after it was moved to the cold tier: ${(err as Error).message}`, { cause: err });
+    }
   }
 
   /** The block's bytes, decompressed and checked against the CID; null when absent. */
@@ -227,7 +264,7 @@ export class BlockStore {
     return verifyFrame(cid, found);
   }
 
-  /** Whether a message is stored under the CID's subject (not verified: see `missing`). */
+  /** Whether a message is stored in BLOCKS under the CID's subject (not verified: see `missing`; the cold tier is not asked). */
   async has(cid: CID): Promise<boolean> {
     return (await this.#read(cid)) !== null;
   }

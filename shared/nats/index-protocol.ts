@@ -6,6 +6,7 @@
 //   nixcas.index.lookup          LookupRequest         → PathInfoJson, or error index.not-found
 //   nixcas.index.admin.delete-path DeletePathRequest   → DeletePathReply, or error index.not-found
 //     (an admin request: NATS permissions let only the admin and gateway roles send it)
+//   nixcas.index.admin.delete-nars DeleteNarsRequest   → DeleteNarsReply (GC: the tierer, admin)
 // Bodies are UTF-8 JSON. An error reply is a ServiceErrorReply (shared/nats/service.ts): code
 // `index.request` (FormatError) for a request that is not this shape or asks about more than
 // MAX_QUERY_ITEMS, `index.not-found` for a lookup or deletion of a path the cache does not have. Replies
@@ -26,6 +27,8 @@ export const INDEX_QUERY_SUBJECTS = {
 export const INDEX_ADMIN_SUBJECTS = {
   /** Removes a path from the cache (DeletePathRequest → DeletePathReply). */
   deletePath: `${SUBJECTS.indexQuery}.admin.delete-path`,
+  /** Removes NAR records no path uses any more, for GC (DeleteNarsRequest → DeleteNarsReply; the tierer and admin roles). */
+  deleteNars: `${SUBJECTS.indexQuery}.admin.delete-nars`,
 } as const;
 
 /** `nixcas.index.has-paths`: which of these store paths are cached. */
@@ -98,4 +101,21 @@ export interface PathDeletedEvent extends DeletePathReply {
   by: string;
   /** ISO time of the deletion. */
   deletedAt: string;
+}
+
+/**
+ * `nixcas.index.admin.delete-nars`: GC found these KV `nars` records used by no path (and older
+ * than its grace period) and is about to sweep their blocks. Each goes only if it is still at
+ * the revision GC read (compare-and-set), so a record rewritten since stays.
+ */
+export interface DeleteNarsRequest {
+  /** At most MAX_QUERY_ITEMS. */
+  nars: Array<{ narHash: string; revision: number }>;
+  by: string;
+}
+
+export interface DeleteNarsReply {
+  deleted: number;
+  /** NAR hashes whose record had changed since GC read it: kept (GC keeps their blocks too). */
+  kept: string[];
 }

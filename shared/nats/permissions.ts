@@ -24,6 +24,7 @@
 import { INDEX_ADMIN_SUBJECTS, INDEX_QUERY_SUBJECTS } from "./index-protocol.ts";
 import { BLOCK_SUBJECT_FILTER, INGEST_LANES, kvKeySubject, SUBJECTS } from "./subjects.ts";
 import { inboxPrefixOf, type NatsRole } from "./roles.ts";
+import { TIER_SUBJECTS } from "./tier-protocol.ts";
 import { STAGING_BUCKET, STREAMS, type KvBucketName } from "./topology.ts";
 
 export { inboxPrefixOf, isNatsRole, NATS_ROLES, type NatsRole } from "./roles.ts";
@@ -74,6 +75,18 @@ function kvWrite(bucket: KvBucketName): string[] {
 }
 
 const BLOCKS_READ = readStream(STREAMS.blocks);
+
+/** Reading cold blocks (shared/cold/cold-blocks.ts): where a block is, and its pack's object key. */
+const COLD_READ = [...kvRead("cold"), ...kvRead("packs")];
+
+/**
+ * A whole-stream scan with an ordered pull consumer (shared/nats/stream-scan.ts: a BLOCKS scan,
+ * a KV bucket's entries): create, info and delete its consumers (`*`: one pattern for the three,
+ * which keeps the tierer's JWT under the server's 4 KiB control line), and pull.
+ */
+function orderedScan(stream: string): string[] {
+  return [`${API}.CONSUMER.*.${stream}.>`, `${API}.CONSUMER.MSG.NEXT.${stream}.>`];
+}
 
 /**
  * Storing blocks (BlockStore.put). A dedup hit on a corrupt stored block (squatted by a client
@@ -180,6 +193,8 @@ const PERMISSIONS: Record<NatsRole, () => RolePermissions> = {
         ...kvWrite("files"),
         ...kvWrite("uploads"),
         ...PATH_EVENTS,
+        // Its check before it advertises a path reads chunks wherever they are, cold ones too.
+        ...COLD_READ,
       ],
       [...Object.values(INDEX_QUERY_SUBJECTS), ...Object.values(INDEX_ADMIN_SUBJECTS)],
     ),
@@ -205,8 +220,33 @@ const PERMISSIONS: Record<NatsRole, () => RolePermissions> = {
         SUBJECTS.ingestManifest,
         SUBJECTS.ingestStatus,
         ...Object.values(INDEX_ADMIN_SUBJECTS),
+        // Cold chunks (KV cold → pack), the archived check of a narinfo, access reports, restores.
+        ...COLD_READ,
+        ...kvRead("access"),
+        TIER_SUBJECTS.accessReport,
+        TIER_SUBJECTS.restore,
       ],
       [SUBJECTS.gatewayStats],
+    ),
+  // Moves the chunks of unread paths to the cold tier (docs/tiering.md): reads the catalog and
+  // BLOCKS, deletes the hot copy of a block by sequence once it is sealed in a cold pack; owns
+  // KV cold, packs, access, pins and tierer; keeps last access from the gateways' reports and
+  // path-added events; answers `nixcas tier run|gc|pin|stats` and restores. GC scans BLOCKS and
+  // the catalog, stores the live blocks of a pack it repacks back into BLOCKS (verified by
+  // BlockStore.put like every write), and deletes expired paths through the indexer.
+  tierer: () =>
+    servicePermissions(
+      "tierer",
+      [
+        ...BLOCKS_WRITE,
+        ...orderedScan(STREAMS.blocks),
+        ...(["paths", "nars", "listings", "logs"] as const).flatMap((b) => [...kvRead(b), ...orderedScan(kvStream(b))]),
+        ...(["cold", "packs", "access", "pins"] as const).flatMap((b) => [...kvWrite(b), ...orderedScan(kvStream(b))]),
+        ...kvWrite("tierer"),
+        INDEX_ADMIN_SUBJECTS.deletePath,
+        INDEX_ADMIN_SUBJECTS.deleteNars,
+      ],
+      [...Object.values(TIER_SUBJECTS), SUBJECTS.pathAddedFilter],
     ),
   // `nixcas push` from any machine: asks what the cache lacks, sends blocks to the ingester
   // (which verifies them before storing: a pusher never publishes on CID.sha256.>) and submits

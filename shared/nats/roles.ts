@@ -4,7 +4,7 @@
 // connection code (connect.ts) can depend on it without an import cycle.
 import { decode, type User } from "@nats-io/jwt";
 
-export const NATS_ROLES = ["ingester", "chunker", "indexer", "gateway", "pusher", "admin"] as const;
+export const NATS_ROLES = ["ingester", "chunker", "indexer", "gateway", "tierer", "pusher", "admin"] as const;
 export type NatsRole = (typeof NATS_ROLES)[number];
 
 export function isNatsRole(name: string): name is NatsRole {

@@ -2,13 +2,15 @@
 // checked by the strict reader every reader of blocks uses (`verifyFrame`: one zstd frame of the
 // declared size whose sha256 is the CID). The indexer's pass before it advertises a path and the
 // scrub (`nixcas verify`) both walk a manifest this way; they differ only in what they do with a
-// bad chunk (fail the upload at once / list every bad one).
+// bad chunk (fail the upload at once / list every bad one). A chunk the tierer moved to the cold
+// tier is read from there (BlockStore's cold fallback); when that read fails, the chunk is
+// "unreadable", so a scrub names it and goes on.
 //
 // Reads are direct gets, many in flight, consumed strictly in order (shared/read-ahead.ts); memory
 // stays bounded by `maxInFlight` frames (a frame is at most a NATS message).
 import { createHash } from "node:crypto";
 import type { CID } from "multiformats/cid";
-import { IntegrityError } from "../errors.ts";
+import { IntegrityError, NixcasError } from "../errors.ts";
 import { walkManifest, type Manifest, type ManifestChunk, type ManifestNode } from "../manifest.ts";
 import { readAhead } from "../read-ahead.ts";
 import { verifyFrame, type BlockFrame, type BlockStore } from "./block-store.ts";
@@ -20,7 +22,12 @@ export type StoredChunk =
   | { chunk: ManifestChunk; state: "size-mismatch"; frame: BlockFrame }
   /** The stored frame does not read back as the CID (IntegrityError of `verifyFrame`). */
   | { chunk: ManifestChunk; state: "corrupt"; frame: BlockFrame; error: IntegrityError }
-  | { chunk: ManifestChunk; state: "intact"; frame: BlockFrame; bytes: Uint8Array };
+  | { chunk: ManifestChunk; state: "intact"; frame: BlockFrame; bytes: Uint8Array }
+  /**
+   * Not in BLOCKS, and its cold-tier copy cannot be read (a `cold.*` NixcasError: pack object
+   * missing, archived and not restored, shorter than its record, the store failing).
+   */
+  | { chunk: ManifestChunk; state: "unreadable"; error: NixcasError };
 
 export interface StoredChunksOptions {
   /** Loads (and verifies) manifest nodes; what it throws ends the walk. */
@@ -37,9 +44,24 @@ export interface StoredChunksOptions {
  */
 export async function* storedChunks(root: CID, blocks: BlockStore, options: StoredChunksOptions): AsyncGenerator<StoredChunk> {
   const chunks = walkManifest(root, options.loadNode, { onNode: options.onNode });
-  for await (const { item: chunk, result: frame } of readAhead(chunks, (c) => blocks.getFrame(c.cid), { maxInFlight: options.maxInFlight })) {
-    yield await checkChunk(chunk, frame);
+  for await (const { item: chunk, result } of readAhead(chunks, (c) => readFrame(blocks, c.cid), { maxInFlight: options.maxInFlight })) {
+    yield result instanceof NixcasError ? { chunk, state: "unreadable", error: result } : await checkChunk(chunk, result);
   }
+}
+
+/** The stored frame; a cold-tier failure as a value (it is this chunk's, not the walk's). */
+async function readFrame(blocks: BlockStore, cid: CID): Promise<BlockFrame | null | NixcasError> {
+  try {
+    return await blocks.getFrame(cid);
+  } catch (err) {
+    if (isColdTierError(err)) return err;
+    throw err;
+  }
+}
+
+/** An error of the cold tier (codes `cold.*`: shared/cold/cold-errors.ts, shared/cold/cold-blocks.ts). */
+export function isColdTierError(err: unknown): err is NixcasError {
+  return err instanceof NixcasError && err.code.startsWith("cold.");
 }
 
 async function checkChunk(chunk: ManifestChunk, frame: BlockFrame | null): Promise<StoredChunk> {

@@ -89,6 +89,8 @@ export const SUBJECTS = {
   deadLetter: (stream: string): string => `nixcas.deadletter.${stream}`,
   eventsFilter: "nixcas.events.>",
   pathAdded: (hashPart: string): string => `nixcas.events.path.added.${subjectToken(hashPart)}`,
+  /** Every path-added event (the tierer counts a push as an access). */
+  pathAddedFilter: "nixcas.events.path.added.*",
   pathFailed: (hashPart: string): string => `nixcas.events.path.failed.${subjectToken(hashPart)}`,
   /** An admin removed the path (`PathDeletedEvent`, shared/nats/index-protocol.ts). */
   pathDeleted: (hashPart: string): string => `nixcas.events.path.deleted.${subjectToken(hashPart)}`,

@@ -46,7 +46,7 @@ export const STREAMS = {
   advisories: "ADVISORIES",
 } as const;
 
-export const KV_BUCKETS = ["paths", "nars", "listings", "logs", "realisations", "uploads", "staged", "files", "tokens"] as const;
+export const KV_BUCKETS = ["paths", "nars", "listings", "logs", "realisations", "uploads", "staged", "files", "tokens", "cold", "packs", "access", "pins", "tierer"] as const;
 export type KvBucketName = (typeof KV_BUCKETS)[number];
 export const STAGING_BUCKET = "staging";
 
@@ -188,6 +188,12 @@ const BUCKET_SPECS: BucketSpec[] = [
   { name: "files", description: "escaped uploaded NAR name (<FileHash>.nar.xz) -> UploadedFile JSON (NAR hash, compression)" },
   // Written only by admins (`nixcas token`, `nixcas up` on first start); read by the gateways.
   { name: "tokens", description: "HTTP token id -> TokenRecord JSON (sha256 of the secret, scopes, name, expiry)" },
+  // Written only by the tierer (shared/nats/tier-protocol.ts has the record types).
+  { name: "cold", description: "block sha256 hex -> ColdBlockRecord JSON (pack, offset, length): where a cold block is" },
+  { name: "packs", description: "pack id -> PackRecord JSON (object key, bytes, blocks, storage class, state)" },
+  { name: "access", description: "store-path hash part -> AccessRecord JSON (last read or push)" },
+  { name: "pins", description: "store-path hash part -> PinRecord JSON (kept with its closure by GC)" },
+  { name: "tierer", description: "leases of the tierer's passes (one tiering or GC pass at a time across replicas)" },
 ];
 const STAGING_TTL_MS = DAY;
 

@@ -7,7 +7,6 @@
 // a path whose bytes no longer match the Nix database is refused (nothing advertised, no block
 // stored) and a path referencing it is not submitted; --no-closure warns about the holes.
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
 import { chmod, mkdir, open, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
@@ -16,8 +15,8 @@ import { http } from "../helpers/cache-http.ts";
 import { pseudoRandomBytes, writeTree } from "../helpers/nar-trees.ts";
 import { buildHelloWithDep, makeNixEnv, type NixEnv } from "../helpers/nix.ts";
 import type { PushTotals } from "../../cli/push/progress.ts";
+import { runNixcas } from "../helpers/up-process.ts";
 
-const CLI = new URL("../../cli/nixcas.ts", import.meta.url).pathname;
 const MiB = 1024 * 1024;
 
 let cluster: Cluster;
@@ -49,23 +48,10 @@ interface PushRun {
 }
 
 /** Runs `nixcas push` as a user would: a child process, stderr not a terminal. */
-function runPush(args: string[], env: NodeJS.ProcessEnv = { NATS_URL: cluster.nats.url }): Promise<PushRun> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [CLI, "push", ...args], { env: { ...uploader.env, NATS_URL: "", ...env }, stdio: ["ignore", "pipe", "pipe"] });
-    let stdout = "";
-    let stderr = "";
-    child.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
-    const timer = setTimeout(() => child.kill("SIGKILL"), 180_000);
-    child.once("error", reject);
-    child.once("close", (code) => {
-      clearTimeout(timer);
-      let totals: PushTotals | null = null;
-      const last = stdout.trim().split("\n").pop();
-      if (last?.startsWith("{")) totals = JSON.parse(last) as PushTotals;
-      resolve({ code, stdout, stderr, totals });
-    });
-  });
+async function runPush(args: string[], env: NodeJS.ProcessEnv = { NATS_URL: cluster.nats.url }): Promise<PushRun> {
+  const run = await runNixcas(["push", ...args], { ...uploader.env, NATS_URL: "", ...env }, 180_000);
+  const last = run.stdout.trim().split("\n").pop();
+  return { ...run, totals: last?.startsWith("{") ? (JSON.parse(last) as PushTotals) : null };
 }
 
 function ok(r: PushRun): PushTotals {

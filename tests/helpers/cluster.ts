@@ -18,7 +18,10 @@ export type PipelineService = Exclude<ServiceName, "gateway">;
 export interface ClusterOptions {
   /** Environment variables on top of the test defaults (e.g. NIXCAS_PUSH_TOKEN). */
   env?: Record<string, string>;
-  /** Pipeline services to start (default all three); the gateway always runs. */
+  /**
+   * Pipeline services to start (default the ingester, chunker and indexer; the tierer only when
+   * named, with a cold tier in `env`: NIXCAS_COLD_DIR or NIXCAS_S3_*); the gateway always runs.
+   */
   services?: readonly PipelineService[];
   keyName?: string;
   /**
@@ -47,6 +50,8 @@ export interface Cluster {
   stopService(name: PipelineService): Promise<void>;
   stop(): Promise<void>;
 }
+
+const DEFAULT_PIPELINE: readonly PipelineService[] = ["ingester", "chunker", "indexer"];
 
 /** Defaults that keep tests fast on a 2-core machine; any can be overridden with `env`. */
 const TEST_ENV: Record<string, string> = {
@@ -113,10 +118,10 @@ export async function startCluster(options: ClusterOptions = {}): Promise<Cluste
       await stop?.();
     };
     stoppers.push(async () => {
-      for (const name of ["ingester", "chunker", "indexer"] as const) await stopService(name).catch(() => {});
+      for (const name of ["tierer", "ingester", "chunker", "indexer"] as const) await stopService(name).catch(() => {});
     });
     for (const name of SERVICE_NAMES) {
-      if (name !== "gateway" && (options.services ?? [name]).includes(name)) await startService(name);
+      if (name !== "gateway" && (options.services ?? DEFAULT_PIPELINE).includes(name)) await startService(name);
     }
     const gateway = await SERVICES.gateway(await deps("gateway"));
     stoppers.push(() => gateway.stop(1_000));

@@ -94,3 +94,26 @@ export async function freePort(): Promise<number> {
   await new Promise((resolve) => server.close(resolve));
   return port;
 }
+
+export interface NixcasRun {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs `nixcas <args>` to its end as a user would (a child process, no terminal); killed after `timeoutMs`. */
+export function runNixcas(args: string[], env: NodeJS.ProcessEnv, timeoutMs = 300_000): Promise<NixcasRun> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [NIXCAS, ...args], { env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] });
+    let stdout = "";
+    let stderr = "";
+    child.stdout!.on("data", (d: Buffer) => (stdout += d.toString("utf8")));
+    child.stderr!.on("data", (d: Buffer) => (stderr += d.toString("utf8")));
+    const timer = setTimeout(() => child.kill("SIGKILL"), timeoutMs);
+    child.once("error", reject);
+    child.once("close", (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout, stderr });
+    });
+  });
+}

@@ -1,4 +1,4 @@
-// Every service registers with @nats-io/services: one $SRV.PING finds all four, and each
+// Every service registers with @nats-io/services: one $SRV.PING finds all five, and each
 // answers on its own subjects.
 import { test, after } from "node:test";
 import assert from "node:assert/strict";
@@ -14,7 +14,7 @@ import { SUBJECTS } from "../../shared/nats/subjects.ts";
 import { generateSecretKey } from "../../shared/signing.ts";
 import { startNatsServer } from "../helpers/nats-server.ts";
 
-test("$SRV.PING discovers the ingester, chunker, indexer and gateway", async () => {
+test("$SRV.PING discovers the ingester, chunker, indexer, tierer and gateway", async () => {
   const server = await startNatsServer();
   const dataDir = await mkdtemp(join(tmpdir(), "nixcas-discovery-"));
   let stopCluster = async () => {};
@@ -29,7 +29,7 @@ test("$SRV.PING discovers the ingester, chunker, indexer and gateway", async () 
 
   const names = new Set<string>();
   for await (const info of await new Svcm(cluster.nc).client().ping()) names.add(info.name);
-  assert.deepEqual([...names].sort(), ["nixcas-chunker", "nixcas-gateway", "nixcas-indexer", "nixcas-ingester"]);
+  assert.deepEqual([...names].sort(), ["nixcas-chunker", "nixcas-gateway", "nixcas-indexer", "nixcas-ingester", "nixcas-tierer"]);
 
   const chunker = (await requestService(cluster.nc, SUBJECTS.chunkerStats, {})) as { nars: number };
   assert.equal(chunker.nars, 0);

@@ -247,6 +247,23 @@ describe("what the server refuses", () => {
     await assert.rejects(call(ingester, `$JS.API.CONSUMER.MSG.NEXT.${STREAMS.index}.indexer`, { batch: 1 }), deniedPublish(`$JS.API.CONSUMER.MSG.NEXT.${STREAMS.index}.indexer`));
   });
 
+  test("the tierer cannot write the catalog or tokens, read tokens, submit uploads or take work items", async () => {
+    const tierer = await as("tierer");
+    for (const bucket of ["paths", "nars", "tokens"]) {
+      await assert.rejects(jetstream(tierer, { checkAPI: false }).publish(`$KV.${bucket}.x`, "y"), deniedPublish(`$KV.${bucket}.x`), bucket);
+    }
+    const tokenGet = "$JS.API.DIRECT.GET.KV_tokens.$KV.tokens.anything";
+    await assert.rejects(call(tierer, tokenGet, {}), deniedPublish(tokenGet));
+    const tokenScan = "$JS.API.CONSUMER.CREATE.KV_tokens.scan";
+    await assert.rejects(call(tierer, tokenScan, { stream_name: "KV_tokens", config: { name: "scan" } }), deniedPublish(tokenScan));
+    await assert.rejects(call(tierer, `$JS.API.CONSUMER.MSG.NEXT.${STREAMS.index}.indexer`, { batch: 1 }), deniedPublish(`$JS.API.CONSUMER.MSG.NEXT.${STREAMS.index}.indexer`));
+    await assert.rejects(requestService(tierer, SUBJECTS.ingestNar, {}), deniedPublish(SUBJECTS.ingestNar));
+    // What it owns, it may write.
+    const cold = await new Kvm(jetstream(tierer)).open("cold");
+    await cold.put("ab".repeat(32), "{}");
+    await cold.delete("ab".repeat(32));
+  });
+
   test("a service cannot publish into another role's inbox; it answers only requests it received", async () => {
     const indexer = await as("indexer");
     let refused: string | null = null;

@@ -3,12 +3,10 @@
 // bytes back from a local (chroot) store, and the path reads back intact.
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
 import { headers as natsHeaders } from "@nats-io/nats-core";
 import type { CID } from "multiformats/cid";
 import { walkManifest } from "../../shared/manifest.ts";
@@ -18,8 +16,7 @@ import { STREAMS } from "../../shared/nats/topology.ts";
 import { compressChunk } from "../../shared/zstd.ts";
 import { pseudoRandomBytes } from "../helpers/nar-trees.ts";
 import { collect, fakeHashPart, hashPartOf, metaFor, readNar, startPipeline, type Pipeline } from "../helpers/pipeline.ts";
-
-const CLI = fileURLToPath(new URL("../../cli/nixcas.ts", import.meta.url));
+import { runNixcas, type NixcasRun } from "../helpers/up-process.ts";
 
 let p: Pipeline;
 let root: string;
@@ -32,16 +29,8 @@ after(async () => {
   if (root) await rm(root, { recursive: true, force: true });
 });
 
-function nixcas(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [CLI, ...args], { env: { ...process.env, NATS_URL: p.server.url, NIXCAS_STORE_DIR: "/nix/store" }, stdio: ["ignore", "pipe", "pipe"] });
-    let stdout = "";
-    let stderr = "";
-    child.stdout.on("data", (b: Buffer) => (stdout += b.toString()));
-    child.stderr.on("data", (b: Buffer) => (stderr += b.toString()));
-    child.once("error", reject);
-    child.once("close", (code) => resolve({ code, stdout, stderr }));
-  });
+function nixcas(args: string[]): Promise<NixcasRun> {
+  return runNixcas(args, { NATS_URL: p.server.url, NIXCAS_STORE_DIR: "/nix/store" });
 }
 
 test("verify names a corrupted chunk and its path (exit 1); --repair --store heals it (exit 0)", async () => {

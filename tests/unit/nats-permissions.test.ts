@@ -82,8 +82,24 @@ test("who may write which catalog bucket", () => {
 
 test("block writers may delete a squatted block; nobody else may delete from BLOCKS", () => {
   const writers = NATS_ROLES.filter((r) => mayPublish(r, `CID.sha256.ab.${"ab".repeat(32)}`));
-  assert.deepEqual(writers, ["ingester", "chunker", "indexer", "gateway", "admin"]);
+  // The tierer: GC stores the live blocks of a repacked pack back; tiering deletes moved blocks.
+  assert.deepEqual(writers, ["ingester", "chunker", "indexer", "gateway", "tierer", "admin"]);
   assert.deepEqual(NATS_ROLES.filter((r) => mayPublish(r, "$JS.API.STREAM.MSG.DELETE.BLOCKS")), writers);
+});
+
+test("the tierer: owns the cold-tier buckets, reads the catalog, never writes the catalog or tokens", () => {
+  const writers = (bucket: string) => NATS_ROLES.filter((r) => mayPublish(r, `$KV.${bucket}.key`));
+  for (const bucket of ["cold", "packs", "access", "pins", "tierer"]) assert.deepEqual(writers(bucket), ["tierer", "admin"], bucket);
+  for (const subject of ["$KV.paths.x", "$KV.nars.x", "$KV.tokens.x", "$JS.API.DIRECT.GET.KV_tokens.$KV.tokens.x", "$JS.API.CONSUMER.CREATE.KV_tokens.x", "nixcas.ingest.nar", "nixcas.work.index", "$JS.API.CONSUMER.MSG.NEXT.INDEX.indexer"]) {
+    assert.ok(!mayPublish("tierer", subject), subject);
+  }
+  for (const subject of ["$JS.API.DIRECT.GET.KV_paths.$KV.paths.x", "$JS.API.CONSUMER.CREATE.BLOCKS.oc_1", "$JS.API.CONSUMER.MSG.NEXT.KV_access.oc_1", "nixcas.index.admin.delete-path"]) {
+    assert.ok(mayPublish("tierer", subject), subject);
+  }
+  for (const subject of ["nixcas.tier.run", "nixcas.tier.access", "nixcas.events.path.added.x"]) assert.ok(maySubscribe("tierer", subject), subject);
+  // The gateway reads cold blocks, reports access and asks for restores; it cannot write the tierer's records.
+  for (const subject of ["nixcas.tier.access", "nixcas.tier.restore", "$JS.API.DIRECT.GET.KV_cold.$KV.cold.x", "$JS.API.DIRECT.GET.KV_packs.$KV.packs.x"]) assert.ok(mayPublish("gateway", subject), subject);
+  for (const subject of ["$KV.cold.x", "$KV.access.x", "nixcas.tier.run", "nixcas.tier.gc"]) assert.ok(!mayPublish("gateway", subject), subject);
 });
 
 test("work queues: each worker pulls from its own consumers only", () => {
