@@ -8,7 +8,7 @@ export interface BenchRow {
   suite: string;
   case: string;
   value: number;
-  /** "MB/s" (MB = 2^20 bytes), "ms" or "MiB". */
+  /** "MB/s" (MB = 2^20 bytes), "ms", "µs" or "MiB". */
   unit: string;
   baseline?: number;
   baselineName?: string;
@@ -29,6 +29,7 @@ const SUITES: Record<string, () => Promise<Suite>> = {
   cluster: () => import("./cluster.ts"),
   "put-verify": () => import("./put-verify.ts"),
   tiering: () => import("./tiering.ts"),
+  tracing: () => import("./tracing.ts"),
 };
 
 function formatNumber(n: number): string {

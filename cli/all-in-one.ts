@@ -24,6 +24,7 @@ import { settleWithin, type ServiceDeps } from "../shared/nats/service-process.t
 import { ensureNatsAuthDir, natsAuthDirOf, writeServerConfigWithAuth, type NatsAuthDir } from "../shared/nats/nats-auth-dir.ts";
 import type { NatsRole } from "../shared/nats/roles.ts";
 import { ensureTopology, openTopology, type Topology } from "../shared/nats/topology.ts";
+import { startTelemetry } from "../shared/telemetry.ts";
 import { SERVICE_NAMES, SERVICES, type ServiceName } from "../services/registry.ts";
 import { lockDataDir, type DataDirLock } from "./data-dir-lock.ts";
 import { removeLocalNatsUrl, writeLocalNatsUrl } from "./local-nats.ts";
@@ -65,6 +66,8 @@ const GATEWAY_GRACE_MS = 3_000;
 const DRAIN_MS = 1_500;
 /** SIGTERM to the local server, then SIGKILL. */
 const SERVER_STOP_MS = 2_000;
+/** Spans still buffered get this long to be exported. */
+const TELEMETRY_FLUSH_MS = 2_000;
 
 export async function startAllInOne(options: AllInOneOptions): Promise<AllInOne> {
   const { logger } = options;
@@ -86,6 +89,9 @@ export async function startAllInOne(options: AllInOneOptions): Promise<AllInOne>
   const connections: NatsConnection[] = [];
   const running: Array<{ name: ServiceName; stop(): Promise<void> }> = [];
   let stopping: Promise<void> | null = null;
+  // Tracing when the OTEL_* variables ask for it (shared/telemetry.ts): one `service.name` for
+  // the whole process, the spans' names say which service did what.
+  const telemetry = await startTelemetry("nixcas");
 
   const stopAll = async () => {
     const deadline = Date.now() + SERVICES_STOP_MS;
@@ -99,6 +105,7 @@ export async function startAllInOne(options: AllInOneOptions): Promise<AllInOne>
     if (localServer) await removeLocalNatsUrl(config.dataDir).catch(() => {});
     await localServer?.stop(SERVER_STOP_MS);
     await lock?.release();
+    await settleWithin(telemetry.shutdown(), TELEMETRY_FLUSH_MS, "exporting the last spans", logger);
   };
   const stop = () => (stopping ??= stopAll());
 

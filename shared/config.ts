@@ -1,6 +1,7 @@
 // Configuration from environment variables: one table that is both the parser and the
 // documentation (README's table is generated from it with `nixcas config --markdown`).
 // Every problem is reported at start, all at once, with the variable's name and what it takes.
+import { readFileSync } from "node:fs";
 import { DURATION_SYNTAX, parseDuration } from "./duration.ts";
 import { ConfigError } from "./errors.ts";
 import { LARGE_NAR_BYTES } from "./nats/subjects.ts";
@@ -24,10 +25,11 @@ export const VARIABLES = [
   { name: "NIXCAS_DATA_DIR", kind: "path", default: ".nixcas", description: "Where `nixcas up` keeps the local nats-server's JetStream store and the generated signing key; one `nixcas up` at a time (lock file `nixcas-up.lock`)." },
   { name: "NIXCAS_HTTP_HOST", kind: "string", default: "0.0.0.0", description: "Address the gateway listens on." },
   { name: "NIXCAS_HTTP_PORT", kind: "int", default: "8080", min: 0, max: 65535, description: "Port the gateway listens on (0: any free port)." },
-  { name: "NIXCAS_HEALTH_PORT", kind: "int", min: 0, max: 65535, description: "Port of a lone service's (`nixcas service <name>`) HTTP health server, on NIXCAS_HTTP_HOST: `/healthz` (the process answers) and `/readyz` (NATS connected, JetStream answering, KV readable; else 503 with the reason as JSON), for container probes. Unset: none. The gateway (also in `nixcas up`) answers both on its own port." },
+  { name: "NIXCAS_HEALTH_PORT", kind: "int", min: 0, max: 65535, description: "Port of a lone service's (`nixcas service <name>`) HTTP health server, on NIXCAS_HTTP_HOST: `/healthz` (the process answers) and `/readyz` (NATS connected, JetStream answering, KV readable; else 503 with the reason as JSON), for container probes, and `/metrics` (Prometheus text; docs/operations.md, section Observability). Unset: none. The gateway (also in `nixcas up`) answers both on its own port." },
   { name: "NIXCAS_SECRET_KEY_FILE", kind: "path", description: "The cache's signing key, in Nix's format (`nixcas key generate`). `nixcas up` generates one under NIXCAS_DATA_DIR when unset; the gateway requires it." },
   { name: "NIXCAS_KEY_NAME", kind: "string", default: "nixcas-1", description: "Key name used when `nixcas up` generates a key." },
   { name: "NIXCAS_PUSH_TOKEN", kind: "string", description: "A static token from the environment with pull and push scope (for deployments that keep it in a secret), besides the tokens of `nixcas token create`. Sent as `Authorization: Bearer <token>` or as the password of Basic auth (what Nix sends from netrc)." },
+  { name: "NIXCAS_PUSH_TOKEN_FILE", kind: "path", description: "A file holding NIXCAS_PUSH_TOKEN (a Docker or Kubernetes secret mounted as a file); used when NIXCAS_PUSH_TOKEN is unset." },
   { name: "NIXCAS_PRIVATE", kind: "bool", default: "0", description: "1: reads (narinfo, NARs, logs, blocks…) need a token with pull scope too. Nix sends its netrc credentials on GET. 0: anonymous reads (a public cache)." },
   { name: "NIXCAS_ALLOW_ANONYMOUS_PUSH", kind: "bool", default: "0", description: "1: anyone who reaches the gateway may upload, and the cache signs what they send (a warning is logged at start). Only for a gateway no stranger can reach. 0: uploads need a token with push scope." },
   { name: "NIXCAS_UPLOAD_RATE", kind: "int", default: "100", min: 1, max: 1000000, description: "Upload requests (HTTP PUT/DELETE) per second one token (or, without a token, one client address) may make on average; over it: 429 with Retry-After (400 to Nix before 2.34, which re-sends a PUT answered 429 without its body)." },
@@ -171,6 +173,17 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): NixcasConfig {
   if (!problems.some((p) => p.startsWith("NIXCAS_CHUNK_")) && !(chunking.minSize < chunking.avgSize && chunking.avgSize < chunking.maxSize)) {
     problems.push(`NIXCAS_CHUNK_MIN < NIXCAS_CHUNK_AVG < NIXCAS_CHUNK_MAX must hold (got ${chunking.minSize}, ${chunking.avgSize}, ${chunking.maxSize})`);
   }
+  // Secrets mounted as files (compose `secrets:`) keep the token out of the process environment listing.
+  let pushToken = str("NIXCAS_PUSH_TOKEN");
+  const pushTokenFile = str("NIXCAS_PUSH_TOKEN_FILE");
+  if (pushToken === null && pushTokenFile !== null) {
+    try {
+      pushToken = readFileSync(pushTokenFile, "utf8").trim();
+      if (pushToken === "") problems.push(`NIXCAS_PUSH_TOKEN_FILE=${pushTokenFile}: the file is empty`);
+    } catch (err) {
+      problems.push(`NIXCAS_PUSH_TOKEN_FILE=${pushTokenFile}: cannot read it (${(err as NodeJS.ErrnoException).code ?? String(err)})`);
+    }
+  }
   if (problems.length > 0) throw new ConfigError(`invalid configuration:\n  ${problems.join("\n  ")}`);
   const servers = str("NATS_URL");
   return {
@@ -180,7 +193,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): NixcasConfig {
     healthPort: values.get("NIXCAS_HEALTH_PORT") === null ? null : num("NIXCAS_HEALTH_PORT"),
     secretKeyFile: str("NIXCAS_SECRET_KEY_FILE"),
     keyName: str("NIXCAS_KEY_NAME")!,
-    pushToken: str("NIXCAS_PUSH_TOKEN"),
+    pushToken,
     private: num("NIXCAS_PRIVATE") === 1,
     anonymousPush: num("NIXCAS_ALLOW_ANONYMOUS_PUSH") === 1,
     uploadRate: { perSecond: num("NIXCAS_UPLOAD_RATE"), burst: num("NIXCAS_UPLOAD_BURST") },

@@ -32,6 +32,7 @@ import { setUploadStatus } from "../../shared/nats/uploads.ts";
 import type { WorkContext } from "../../shared/nats/work-queue.ts";
 import { encodeIndexWorkItem, NAR_FILE_NAME, type IndexWorkItem, type IngestWorkItem, type UploadedFileName } from "../../shared/nats/work-items.ts";
 import { encodeNixBase32 } from "../../shared/nixbase32.ts";
+import { traceHeaders } from "../../shared/telemetry.ts";
 import { badNarIsPermanent, DEFAULT_VERIFY_FIRST_BYTES, storeNar } from "./chunk-nar.ts";
 
 export interface ChunkerStats {
@@ -108,7 +109,8 @@ async function chunkUploadSteps(item: IngestWorkItem, ctx: WorkContext, deps: Ch
     submittedAt: new Date().toISOString(),
   };
   try {
-    await topology.js.publish(SUBJECTS.indexWork, encodeIndexWorkItem(index), { msgID: `${item.uploadId}.index` });
+    const headers = traceHeaders();
+    await topology.js.publish(SUBJECTS.indexWork, encodeIndexWorkItem(index), { msgID: `${item.uploadId}.index`, ...(headers ? { headers } : {}) });
   } catch (err) {
     // Retried like any failure; the reason a dead letter ends with names a deleted INDEX stream.
     throw await explainMissingStream(topology.jsm, SUBJECTS.indexWork, err);

@@ -11,13 +11,17 @@ import { startMicroservice } from "../../shared/nats/service.ts";
 import { runWorkQueue, type WorkQueue } from "../../shared/nats/work-queue.ts";
 import { NIXCAS_VERSION } from "../../shared/version.ts";
 import { decodeIngestWorkItem, type IngestWorkItem } from "../../shared/nats/work-items.ts";
+import { MetricsRegistry } from "../../shared/metrics.ts";
 import { chunkUpload, type ChunkDeps, type ChunkerStats } from "./chunk-upload.ts";
+import { chunkerMetrics } from "./metrics.ts";
 
 export async function startChunker(deps: ServiceDeps): Promise<{ stop(): Promise<void>; stats: ChunkerStats }> {
   const { topology, logger, config } = deps;
   const pool = new ChunkWorkerPool();
   const stats: ChunkerStats = { nars: 0, narBytes: 0, blocksStored: 0, blocksDuplicate: 0 };
   const chunkDeps: ChunkDeps = { topology, blocks: new BlockStore(topology, { logger }), staging: new StagingStore(topology), pool, config, logger, stats };
+  const registry = deps.metrics ?? new MetricsRegistry();
+  const metrics = chunkerMetrics(registry, topology, stats);
   // One consumer per lane of INGEST, each with NIXCAS_CHUNKER_CONCURRENCY slots of its own: a
   // small NAR never waits for a slot held by a large one (LARGE_NAR_BYTES).
   const runners: WorkQueue[] = [];
@@ -27,6 +31,8 @@ export async function startChunker(deps: ServiceDeps): Promise<{ stop(): Promise
         await runWorkQueue<IngestWorkItem>({
           topology,
           stream: "INGEST",
+          spanName: "chunk nar",
+          metrics,
           consumer: lane.consumer,
           filterSubject: lane.subject,
           concurrency: config.chunkerConcurrency,
@@ -52,6 +58,7 @@ export async function startChunker(deps: ServiceDeps): Promise<{ stop(): Promise
     description: "cuts NARs from INGEST into content-addressed blocks and hands them to INDEX",
     endpoints: [{ name: "stats", subject: SUBJECTS.chunkerStats, handler: async () => ({ ...stats }) }],
     logger,
+    metrics: registry,
   });
   logger.info("chunker started", { concurrencyPerLane: config.chunkerConcurrency, largeNarBytes: LARGE_NAR_BYTES, chunking: config.chunking });
   return {

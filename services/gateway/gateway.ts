@@ -14,6 +14,7 @@ import { TokenStore } from "../../shared/nats/token-store.ts";
 import { startMicroservice } from "../../shared/nats/service.ts";
 import { listenOrExplain, type ServiceDeps } from "../../shared/nats/service-process.ts";
 import { SUBJECTS } from "../../shared/nats/subjects.ts";
+import { inSpan, markFailed, SpanKind, type Span } from "../../shared/telemetry.ts";
 import { NIXCAS_VERSION } from "../../shared/version.ts";
 import { AccessReporter } from "./access-reports.ts";
 import { createAuthorizer } from "./auth.ts";
@@ -49,7 +50,7 @@ export async function startGateway(deps: ServiceDeps): Promise<RunningGateway> {
   const secretKey = await deps.signingKey();
   const logger = deps.logger.child({ service: "gateway" });
   const hotCache = new HotCache(config.hotCacheBytes);
-  const metrics = createGatewayMetrics(hotCache);
+  const metrics = createGatewayMetrics(hotCache, deps.metrics);
   // Chunks the tierer moved out of BLOCKS are read from their pack in the cold tier.
   const cold = new ColdBlocks(topology, coldStoreOf(config));
   const blocks = new BlockStore(topology, { logger, maxReadBytesInFlight: READ_BYTES_IN_FLIGHT, cold });
@@ -130,7 +131,18 @@ export async function startGateway(deps: ServiceDeps): Promise<RunningGateway> {
   };
 }
 
-async function handle(gw: Gateway, req: IncomingMessage, res: ServerResponse, expectContinue: boolean): Promise<void> {
+/** One request in an HTTP SERVER span, `gateway <method> <route>` (shared/telemetry.ts). */
+function handle(gw: Gateway, req: IncomingMessage, res: ServerResponse, expectContinue: boolean): Promise<void> {
+  return inSpan(`gateway ${req.method ?? "GET"}`, { kind: SpanKind.SERVER }, async (span) => {
+    try {
+      await handleRequest(gw, req, res, expectContinue, span);
+    } finally {
+      span?.setAttribute("http.response.status_code", res.statusCode);
+    }
+  });
+}
+
+async function handleRequest(gw: Gateway, req: IncomingMessage, res: ServerResponse, expectContinue: boolean, span: Span | undefined): Promise<void> {
   const started = performance.now();
   const method = req.method ?? "GET";
   const abort = new AbortController();
@@ -139,6 +151,7 @@ async function handle(gw: Gateway, req: IncomingMessage, res: ServerResponse, ex
     if (!res.writableFinished) abort.abort();
     const status = res.writableFinished ? String(res.statusCode) : "aborted";
     gw.metrics.requests.inc({ route, method, status });
+    gw.metrics.requestSeconds.observe({ route, method }, (performance.now() - started) / 1000);
     gw.logger.debug("request", { method, url: req.url, route, status, ms: Math.round(performance.now() - started) });
   });
   try {
@@ -146,6 +159,7 @@ async function handle(gw: Gateway, req: IncomingMessage, res: ServerResponse, ex
     const match = matchRoute(method, path);
     if (match.kind === "not-found") throw notFound(path);
     route = match.route.name;
+    span?.updateName(`gateway ${method} ${route}`);
     if (match.kind === "method-not-allowed") {
       throw new HttpError(405, "http.method", `${method} is not allowed on ${path}`, { headers: { Allow: match.allow } });
     }
@@ -164,6 +178,8 @@ async function handle(gw: Gateway, req: IncomingMessage, res: ServerResponse, ex
     };
     await match.handler(gw, rq);
   } catch (err) {
+    // The request's failure, not the client's: the span says so (a 404 or 401 is no failure).
+    if (span && !isClientError(err) && !(err instanceof HttpError)) markFailed(span, err);
     respondWithError(gw, req, res, method, route, err);
   }
 }

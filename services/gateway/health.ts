@@ -7,7 +7,7 @@ import { readinessOf } from "../../shared/nats/readiness.ts";
 import type { Handler } from "./context.ts";
 
 export const serveMetrics: Handler = async (gw, rq) => {
-  const body = Buffer.from(gw.metrics.registry.render(), "utf8");
+  const body = Buffer.from(await gw.metrics.registry.scrape(), "utf8");
   rq.res.writeHead(200, { "Content-Type": "text/plain; version=0.0.4; charset=utf-8", "Content-Length": String(body.length) });
   rq.res.end(rq.head ? undefined : body);
 };

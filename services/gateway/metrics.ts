@@ -1,95 +1,16 @@
-// Prometheus text exposition (format 0.0.4) for `/metrics`, without a client library: a few
-// counters and gauges keyed by their label values. One instance per gateway (no global registry),
-// so tests can run several gateways in one process and read each one's numbers.
+// The gateway's metrics, on its own `/metrics` route (health.ts); the registry is shared with the
+// other services (shared/metrics.ts).
+import { MetricsRegistry, type Counter, type Histogram } from "../../shared/metrics.ts";
 
-type Labels = Record<string, string>;
-
-interface Family {
-  name: string;
-  help: string;
-  type: "counter" | "gauge";
-  values: Map<string, { labels: Labels; value: number }>;
-  /** Computed at scrape time (gauges that mirror some other object's state). */
-  collect?: () => number;
-}
-
-export class MetricsRegistry {
-  readonly #families = new Map<string, Family>();
-
-  counter(name: string, help: string): Counter {
-    return new Counter(this.#family(name, help, "counter"));
-  }
-
-  /** A gauge read from `collect` at every scrape. */
-  gauge(name: string, help: string, collect: () => number): void {
-    this.#family(name, help, "gauge").collect = collect;
-  }
-
-  #family(name: string, help: string, type: Family["type"]): Family {
-    let family = this.#families.get(name);
-    if (!family) {
-      family = { name, help, type, values: new Map() };
-      this.#families.set(name, family);
-    }
-    return family;
-  }
-
-  /** The exposition text. */
-  render(): string {
-    let out = "";
-    for (const f of this.#families.values()) {
-      out += `# HELP ${f.name} ${f.help}\n# TYPE ${f.name} ${f.type}\n`;
-      if (f.collect) {
-        out += `${f.name} ${formatValue(f.collect())}\n`;
-        continue;
-      }
-      for (const { labels, value } of f.values.values()) out += `${f.name}${formatLabels(labels)} ${formatValue(value)}\n`;
-    }
-    return out;
-  }
-}
-
-export class Counter {
-  readonly #family: Family;
-  constructor(family: Family) {
-    this.#family = family;
-  }
-
-  inc(labels: Labels = {}, by = 1): void {
-    const key = formatLabels(labels);
-    const entry = this.#family.values.get(key);
-    if (entry) entry.value += by;
-    else this.#family.values.set(key, { labels, value: by });
-  }
-
-  /** Current value for exactly these labels (tests, logs). */
-  get(labels: Labels = {}): number {
-    return this.#family.values.get(formatLabels(labels))?.value ?? 0;
-  }
-}
-
-function formatLabels(labels: Labels): string {
-  const keys = Object.keys(labels).sort();
-  if (keys.length === 0) return "";
-  return `{${keys.map((k) => `${k}="${escapeLabel(labels[k]!)}"`).join(",")}}`;
-}
-
-function escapeLabel(value: string): string {
-  return value.replace(/\\/g, "\\\\").replace(/\n/g, "\\n").replace(/"/g, '\\"');
-}
-
-function formatValue(v: number): string {
-  if (Number.isNaN(v)) return "NaN";
-  if (v === Infinity) return "+Inf";
-  if (v === -Infinity) return "-Inf";
-  return String(v);
-}
+export type { Counter };
 
 /** The gateway's own metrics, named for what an operator asks. */
 export interface GatewayMetrics {
   registry: MetricsRegistry;
   /** labels: route, method, status */
   requests: Counter;
+  /** labels: route, method — seconds from the request's headers to the response's end (or abort). */
+  requestSeconds: Histogram;
   /** labels: route — response body bytes written. */
   bytesServed: Counter;
   /** labels: route — request body bytes received. */
@@ -110,11 +31,16 @@ export interface GatewayMetrics {
   authRefusals: Counter;
 }
 
-export function createGatewayMetrics(hotCache: { bytes: number; entries: number; capacity: number }): GatewayMetrics {
-  const registry = new MetricsRegistry();
+/** `registry`: the process's (a lone gateway serves it on NIXCAS_HEALTH_PORT too). */
+export function createGatewayMetrics(hotCache: { bytes: number; entries: number; capacity: number }, registry = new MetricsRegistry()): GatewayMetrics {
   const metrics: GatewayMetrics = {
     registry,
     requests: registry.counter("nixcas_gateway_requests_total", "HTTP requests answered, by route, method and status."),
+    requestSeconds: registry.histogram(
+      "nixcas_gateway_request_duration_seconds",
+      "Time from a request's headers to the end of its response (a NAR: the whole body), by route and method.",
+      [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300],
+    ),
     bytesServed: registry.counter("nixcas_gateway_bytes_served_total", "Response body bytes sent, by route."),
     bytesReceived: registry.counter("nixcas_gateway_bytes_received_total", "Request body bytes received, by route."),
     hotCacheHits: registry.counter("nixcas_gateway_hot_cache_hits_total", "Blocks served from the in-memory hot cache."),

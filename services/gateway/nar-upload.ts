@@ -8,6 +8,9 @@
 // body must hash to it, else it was cut or damaged on the way (400). Only then is the staged record
 // written: a client that disconnects mid-body leaves no record and no object (the object store
 // purges the chunks of a put that fails).
+import { explainMissingStream } from "../../shared/nats/topology.ts";
+import { kvKeySubject } from "../../shared/nats/subjects.ts";
+import { retryThroughLeaderChange } from "../../shared/nats/failover.ts";
 import { newStagingObjectName } from "../../shared/nats/staging-store.ts";
 import { NAR_FILE_NAME } from "../../shared/nats/work-items.ts";
 import { encodeNixBase32 } from "../../shared/nixbase32.ts";
@@ -50,7 +53,11 @@ export const putNar: Handler = async (gw, rq) => {
       `NAR upload nar/${name}: the ${size} bytes received hash to sha256:${actual ?? "?"}, but the name says ${expected} (truncated or corrupt upload)`,
     );
   }
-  await gw.catalog.putStaged(stagedKey(name), { object, size, sha256: expected, createdAt: new Date().toISOString() });
+  // The bytes are stored: the record (an idempotent KV put) waits out a NATS leader change.
+  const record = { object, size, sha256: expected, createdAt: new Date().toISOString() };
+  await retryThroughLeaderChange(() => gw.catalog.putStaged(stagedKey(name), record), {
+    explain: (err) => explainMissingStream(gw.topology.jsm, kvKeySubject("staged", stagedKey(name)), err),
+  });
   rq.log.info("NAR staged", { name, object, size });
   gw.metrics.uploads.inc({ kind: "nar", outcome: "staged" });
   rq.res.writeHead(204).end();

@@ -34,6 +34,21 @@ export interface StagedLookup {
  */
 export async function findStaged(gw: Gateway, name: string): Promise<StagedLookup | null> {
   if (!NAR_NAME_CHARS.test(name)) return null;
+  // With replicas, a KV or object read may be answered by a follower that has not yet applied
+  // the record the NAR PUT just wrote (direct gets, docs/nats-notes.md "Clustered NATS"; seen
+  // while a node died): a miss is looked at again for a moment before it counts.
+  const deadline = Date.now() + (gw.config.replicas > 1 ? STALE_READ_GRACE_MS : 0);
+  for (;;) {
+    const found = await lookUpStaged(gw, name);
+    if (found !== null || Date.now() >= deadline) return found;
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
+/** How long a staged NAR missing on a replicated cache is looked for again. */
+const STALE_READ_GRACE_MS = 2_000;
+
+async function lookUpStaged(gw: Gateway, name: string): Promise<StagedLookup | null> {
   const staged = await gw.catalog.getStaged(stagedKey(name));
   if (staged === null) return null;
   const object = await gw.staging.info(staged.object);

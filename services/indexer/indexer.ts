@@ -9,6 +9,8 @@ import { startMicroservice } from "../../shared/nats/service.ts";
 import type { ServiceDeps } from "../../shared/nats/service-process.ts";
 import { markUploadFailed } from "../../shared/nats/upload-events.ts";
 import { runWorkQueue } from "../../shared/nats/work-queue.ts";
+import { workQueueMetrics } from "../../shared/nats/work-queue-metrics.ts";
+import { MetricsRegistry } from "../../shared/metrics.ts";
 import { decodeIndexWorkItem, type IndexWorkItem } from "../../shared/nats/work-items.ts";
 import { indexPath, type IndexDeps } from "./index-path.ts";
 import { INDEX_ADMIN_SUBJECTS, INDEX_QUERY_SUBJECTS } from "../../shared/nats/index-protocol.ts";
@@ -26,10 +28,13 @@ export async function startIndexer(deps: ServiceDeps): Promise<{ stop(): Promise
   const catalog = new Catalog(topology);
   const indexDeps: IndexDeps = { topology, blocks, catalog, storeDir: config.storeDir, level: config.chunking.zstdLevel, logger };
   const queryDeps: QueryDeps = { catalog, blocks };
+  const registry = deps.metrics ?? new MetricsRegistry();
 
   const runner = await runWorkQueue<IndexWorkItem>({
     topology,
     stream: "INDEX",
+    spanName: "index path",
+    metrics: workQueueMetrics(registry, topology, "INDEX", ["indexer"]),
     consumer: "indexer",
     concurrency: config.indexerConcurrency,
     ackWaitMs: config.ackWaitSeconds * 1000,
@@ -55,6 +60,7 @@ export async function startIndexer(deps: ServiceDeps): Promise<{ stop(): Promise
         { name: "delete-nars", subject: INDEX_ADMIN_SUBJECTS.deleteNars, handler: (req) => deleteNars(req.data, { topology, logger }) },
       ],
       logger,
+      metrics: registry,
     });
   } catch (err) {
     await runner.stop();

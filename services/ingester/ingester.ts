@@ -16,6 +16,7 @@ import { decodeManifest } from "../../shared/manifest.ts";
 import { parsePublicKey } from "../../shared/signing.ts";
 import { BlockStore } from "../../shared/nats/block-store.ts";
 import { isStorageFull, storageFullReason } from "../../shared/nats/jetstream-codes.ts";
+import { isLeaderChange, LEADER_CHANGE_CODE, retryThroughLeaderChange } from "../../shared/nats/failover.ts";
 import { decodeIngestManifestRequest, decodeIngestNarRequest, decodeIngestStatusRequest, type IngestAccepted } from "../../shared/nats/ingest-protocol.ts";
 import { startMicroservice } from "../../shared/nats/service.ts";
 import { StagingStore } from "../../shared/nats/staging-store.ts";
@@ -26,6 +27,8 @@ import { setUploadStatus, waitForUpload } from "../../shared/nats/uploads.ts";
 import { encodeIndexWorkItem, encodeIngestWorkItem, type IndexWorkItem, type IngestWorkItem } from "../../shared/nats/work-items.ts";
 import { validateUploadMetadata, type ValidationRules } from "./validate.ts";
 import { BlockIntake } from "./block-intake.ts";
+import { MetricsRegistry } from "../../shared/metrics.ts";
+import { traceHeaders } from "../../shared/telemetry.ts";
 import { NIXCAS_VERSION } from "../../shared/version.ts";
 
 
@@ -52,11 +55,17 @@ export async function startIngester(deps: ServiceDeps): Promise<{ stop(): Promis
         subject: SUBJECTS.ingestStatus,
         handler: (req) => {
           const { uploadId, waitMs } = decodeIngestStatusRequest(req.data);
-          return waitForUpload(topology, uploadId, waitMs);
+          return waitForUpload(topology, uploadId, waitMs).catch((err: unknown) => {
+            // Named as such, so the client asks again instead of taking it for a failed upload.
+            if (isLeaderChange(err)) throw new NixcasError(LEADER_CHANGE_CODE, `status of upload ${uploadId} unreadable during a NATS leader change: ${(err as Error).message}`, { cause: err });
+            throw err;
+          });
         },
       },
     ],
     logger,
+    // Integrity errors of pushed blocks and manifests: outcome "integrity".
+    metrics: deps.metrics ?? new MetricsRegistry(),
   });
   logger.info("ingester started", { storeDir: rules.storeDir, maxNarSize: rules.maxNarSize, trustedUploaderKeys: rules.trustedUploaderKeys.map((k) => k.name) });
   return { stop: () => service.stop() };
@@ -151,12 +160,18 @@ export async function ingestManifest(data: Uint8Array, ctx: Context & { blocks: 
  */
 async function enqueue(ctx: Context, uploadId: string, storePath: string, subject: string, body: Uint8Array): Promise<void> {
   try {
-    await setUploadStatus(ctx.topology, { uploadId, state: "queued", storePath, updatedAt: new Date().toISOString() });
+    // Both writes are idempotent (compare-and-set; Nats-Msg-Id), so a leader change is waited out.
+    await retryThroughLeaderChange(() => setUploadStatus(ctx.topology, { uploadId, state: "queued", storePath, updatedAt: new Date().toISOString() }), {
+      explain: (err) => explainMissingStream(ctx.topology.jsm, kvKeySubject("uploads", uploadId), err),
+    });
   } catch (err) {
     throw await explainMissingStream(ctx.topology.jsm, kvKeySubject("uploads", uploadId), err);
   }
   try {
-    await ctx.topology.js.publish(subject, body, { msgID: uploadId });
+    const headers = traceHeaders();
+    await retryThroughLeaderChange(() => ctx.topology.js.publish(subject, body, { msgID: uploadId, ...(headers ? { headers } : {}) }), {
+      explain: (err) => explainMissingStream(ctx.topology.jsm, subject, err),
+    });
   } catch (publishErr) {
     const err = await explainMissingStream(ctx.topology.jsm, subject, publishErr);
     // A full store is named as such (code `storage.full`, which travels in the service's error

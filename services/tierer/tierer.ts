@@ -12,12 +12,15 @@ import { Catalog } from "../../shared/nats/catalog.ts";
 import { parseRequestObject, startMicroservice } from "../../shared/nats/service.ts";
 import type { RunningService, ServiceDeps } from "../../shared/nats/service-process.ts";
 import { TIER_SUBJECTS, type GcReply, type TierRunReply } from "../../shared/nats/tier-protocol.ts";
+import { MetricsRegistry } from "../../shared/metrics.ts";
+import { inSpan } from "../../shared/telemetry.ts";
 import { NIXCAS_VERSION } from "../../shared/version.ts";
 import { startAccessTracking } from "./access.ts";
 import type { TierContext } from "./context.ts";
 import { parseGcRequest, runGc, type GcOptions } from "./gc.ts";
 import { addPin, listPins, parsePinRequest, removePin } from "./pins.ts";
 import { restorePath } from "./restore.ts";
+import { tierMetrics } from "./metrics.ts";
 import { tierStats } from "./stats.ts";
 import { runTieringPass } from "./tiering-pass.ts";
 
@@ -41,6 +44,8 @@ export async function startTierer(deps: ServiceDeps): Promise<RunningService> {
     replica: `${hostname()}-${process.pid}-${randomBytes(4).toString("hex")}`,
   };
   const access = startAccessTracking(topology.nc, topology.kv.access, logger);
+  const registry = deps.metrics ?? new MetricsRegistry();
+  tierMetrics(registry, topology);
 
   // Passes on this replica never overlap (the lease keeps replicas apart); a request while one
   // runs waits for it and answers with the next pass's result.
@@ -78,6 +83,7 @@ export async function startTierer(deps: ServiceDeps): Promise<RunningService> {
       { name: "pin-ls", subject: TIER_SUBJECTS.pinList, handler: () => listPins(topology) },
     ],
     logger,
+    metrics: registry,
   }).catch(async (err: unknown) => {
     await access.stop();
     throw err;
@@ -87,7 +93,8 @@ export async function startTierer(deps: ServiceDeps): Promise<RunningService> {
   const timer =
     config.tiering.intervalMs > 0
       ? setInterval(() => {
-          void tier().catch((err: unknown) => {
+          // A trace of its own per scheduled pass; passes on request are the `tier run` request's span.
+          void inSpan("tier scheduled run", {}, () => tier()).catch((err: unknown) => {
             if ((err as NixcasError).code === "tier.busy") logger.info("scheduled tiering pass skipped", { reason: (err as Error).message });
             else logger.error("scheduled tiering pass failed", { error: err });
           });
@@ -98,7 +105,7 @@ export async function startTierer(deps: ServiceDeps): Promise<RunningService> {
   const gcTimer =
     config.tiering.gcIntervalMs !== null && config.tiering.gcIntervalMs > 0
       ? setInterval(() => {
-          void gc({ dryRun: false, retentionMs: config.tiering.retentionMs, by: "schedule" }).catch((err: unknown) => {
+          void inSpan("tier scheduled gc", {}, () => gc({ dryRun: false, retentionMs: config.tiering.retentionMs, by: "schedule" })).catch((err: unknown) => {
             if ((err as NixcasError).code === "tier.busy") logger.info("scheduled GC skipped", { reason: (err as Error).message });
             else logger.error("scheduled GC failed", { error: err });
           });

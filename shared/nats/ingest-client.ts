@@ -6,7 +6,8 @@
 // with its code and message), and then nothing was enqueued or stored.
 import type { MsgHdrs, NatsConnection } from "@nats-io/nats-core";
 import type { CID } from "multiformats/cid";
-import { NixcasError } from "../errors.ts";
+import { causes, NixcasError } from "../errors.ts";
+import { isLeaderChange } from "./failover.ts";
 import { Semaphore } from "./flow-control.ts";
 import { encodeIngestBlockRequest, MAX_STATUS_WAIT_MS, type IngestBlockReply, type IngestStatusRequest, type IngestManifestRequest, type IngestNarRequest, type NarSource } from "./ingest-protocol.ts";
 import { newStagingObjectName, StagingStore } from "./staging-store.ts";
@@ -15,6 +16,9 @@ import { SUBJECTS } from "./subjects.ts";
 import type { Topology } from "./topology.ts";
 import { isTerminal, type UploadStatus } from "./uploads.ts";
 import { INLINE_MAX_BYTES, type UploadMetadata } from "./work-items.ts";
+
+/** How long a submit is sent again while no ingester answers (one reconnecting to another NATS node). */
+const NO_RESPONDERS_RETRY_MS = 5_000;
 
 /** Retries of a block the ingester is too busy to take (about a minute in all). */
 const BUSY_RETRIES = 35;
@@ -124,7 +128,19 @@ export class IngestClient {
     for (;;) {
       const waitMs = Math.max(0, Math.min(MAX_STATUS_WAIT_MS, deadline - Date.now()));
       const request: IngestStatusRequest = { uploadId, waitMs };
-      const status = await this.#call<UploadStatus>(SUBJECTS.ingestStatus, request);
+      let status: UploadStatus;
+      try {
+        status = await this.#call<UploadStatus>(SUBJECTS.ingestStatus, request);
+      } catch (err) {
+        // The upload was accepted (it is durable): a status that cannot be read during a NATS
+        // leader change or reconnect is asked again until the deadline, not reported as a failure
+        // (also "no status recorded": the ingester's watch of KV `uploads` can miss the record
+        // while that bucket changes leader).
+        const unreadable = isLeaderChange(err) || (err instanceof NixcasError && err.code === "upload.unknown");
+        if (!unreadable || Date.now() >= deadline) throw err;
+        await new Promise((r) => setTimeout(r, 250));
+        continue;
+      }
       if (isTerminal(status.state) || Date.now() >= deadline) return status;
     }
   }
@@ -150,7 +166,21 @@ export class IngestClient {
   }
 
   async #request(subject: string, body: IngestNarRequest | IngestManifestRequest): Promise<{ uploadId: string }> {
-    const reply = await this.#call<unknown>(subject, body);
+    // "No responders" reached nobody, so sending again cannot enqueue twice: it is what an
+    // ingester reconnecting after its NATS node died looks like for a moment (docs/nats-notes.md,
+    // "Clustered NATS").
+    const deadline = Date.now() + NO_RESPONDERS_RETRY_MS;
+    let reply: unknown;
+    for (;;) {
+      try {
+        reply = await this.#call<unknown>(subject, body);
+        break;
+      } catch (err) {
+        const nobody = err instanceof NixcasError && err.code === "ingest.unavailable" && [...causes(err)].some((e) => e instanceof NixcasError && e.code === "service.unavailable");
+        if (!nobody || Date.now() >= deadline) throw err;
+        await new Promise((r) => setTimeout(r, 250));
+      }
+    }
     const uploadId = (reply as { uploadId?: unknown } | null)?.uploadId;
     if (typeof uploadId === "string") return { uploadId };
     throw new NixcasError("ingest.reply", `${subject}: unexpected reply ${JSON.stringify(reply).slice(0, 200)}`);

@@ -34,6 +34,8 @@ export interface LaunchOptions {
   /** -1 (default): the server picks a free port and we read it from its log. */
   port?: number;
   args?: string[];
+  /** The server's environment (default ours): a config file may read variables, e.g. `$SERVER_NAME`. */
+  env?: NodeJS.ProcessEnv;
   onLog?: (line: string) => void;
   readyTimeoutMs?: number;
 }
@@ -77,7 +79,7 @@ export async function launchNatsServer(options: LaunchOptions): Promise<NatsServ
   const args = ["-a", host, "-p", String(options.port ?? -1), ...(options.storeDir ? ["-js", "-sd", options.storeDir] : []), ...(options.args ?? [])];
   const setpriv = findSetpriv();
   const [command, commandArgs] = setpriv ? [setpriv, ["--pdeathsig", "SIGKILL", "--", binary, ...args]] : [binary, args];
-  const child = spawn(command, commandArgs, { stdio: ["ignore", "pipe", "pipe"], detached: true });
+  const child = spawn(command, commandArgs, { stdio: ["ignore", "pipe", "pipe"], detached: true, env: options.env ?? process.env });
   const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
   let logText = "";
   let port = options.port ?? -1;

@@ -1,9 +1,11 @@
 // What a lone service process (`nixcas service <name>`, `node services/<name>/main.ts`: what
 // containers run) does around its service: read the configuration, connect (NATS_CREDS: the
-// service's role creds), open the topology, start, serve /healthz and /readyz on NIXCAS_HEALTH_PORT when set, and stop
+// service's role creds), open the topology, start, serve /healthz, /readyz and /metrics (the
+// service's Prometheus registry, shared/metrics.ts) on NIXCAS_HEALTH_PORT when set, and stop
 // within seconds on SIGINT/SIGTERM. A NATS connection that closes for good (the client gave up,
 // or the server refused it) ends the process with exit 1, so an orchestrator restarts it instead
-// of keeping a replica that can do nothing.
+// of keeping a replica that can do nothing. Tracing starts first when the OTEL_* variables ask
+// for it (shared/telemetry.ts), and the last spans are exported before the process exits.
 //
 // `ServiceDeps` is also what `nixcas up` (cli/all-in-one.ts) and the test helpers hand every
 // service; the services by name are in services/registry.ts.
@@ -13,7 +15,9 @@ import type { NatsConnection } from "@nats-io/nats-core";
 import { loadConfig, type NixcasConfig } from "../config.ts";
 import { ConfigError, NixcasError } from "../errors.ts";
 import { createLogger, type Logger } from "../log.ts";
+import { MetricsRegistry } from "../metrics.ts";
 import { parseSecretKey, type SecretKey } from "../signing.ts";
+import { startTelemetry, type Telemetry } from "../telemetry.ts";
 import { connectNats } from "./connect.ts";
 import { readinessOf } from "./readiness.ts";
 import { openTopology, type Topology } from "./topology.ts";
@@ -25,6 +29,11 @@ export interface ServiceDeps {
   config: NixcasConfig;
   /** The cache's signing key. Only the gateway asks, so only the gateway needs one configured. */
   signingKey(): Promise<SecretKey>;
+  /**
+   * Where the service registers its metrics: a lone service process serves it on /metrics.
+   * Absent (several services in one process), each service keeps a registry of its own.
+   */
+  metrics?: MetricsRegistry;
 }
 
 export interface RunningService {
@@ -38,28 +47,35 @@ export type StartService = (deps: ServiceDeps) => Promise<RunningService>;
 const SERVICE_STOP_MS = 8_000;
 /** Of which draining the connection may take this long at most. */
 const DRAIN_MS = 2_000;
+/** Then spans still buffered get this long to be exported. */
+const TELEMETRY_FLUSH_MS = 2_000;
 
 export async function runServiceProcess(name: string, start: StartService, config: NixcasConfig = loadConfig()): Promise<void> {
   const logger = createLogger({ service: name }, { level: config.logLevel });
   let nc: NatsConnection | undefined;
   let running: RunningService;
   let healthServer: Server | null = null;
+  let telemetry: Telemetry | undefined;
   try {
+    telemetry = await startTelemetry(`nixcas-${name}`);
     if (!config.nats.servers) throw new ConfigError(`NATS_URL is not set: the ${name} needs a NATS server`);
     nc = await connectNats({ servers: config.nats.servers, name: `nixcas-${name}`, credsFile: config.nats.credsFile, token: config.nats.token, logger });
     // Only the admin role manages streams (docs/nats-notes.md, "NATS authentication"): `nixcas
     // setup` creates the topology, a service opens it and says to run setup when it is missing.
     const topology = await openTopology(nc);
-    running = await start({ topology, logger, config, signingKey: () => loadSecretKeyFile(config) });
-    if (config.healthPort !== null) healthServer = await serveHealth(nc, config.http.host, config.healthPort);
+    const metrics = new MetricsRegistry();
+    running = await start({ topology, logger, config, signingKey: () => loadSecretKeyFile(config), metrics });
+    if (config.healthPort !== null) healthServer = await serveHealth(nc, config.http.host, config.healthPort, metrics);
   } catch (err) {
     // A start-up failure is the operator's to fix: say what, without a stack trace for our own errors.
     logger.error("cannot start", { err, ...(err instanceof NixcasError ? {} : { stack: (err as Error).stack }) });
     process.stderr.write(`nixcas-${name}: ${(err as Error).message}\n`);
     await nc?.close().catch(() => {});
+    await settleWithin(telemetry?.shutdown() ?? Promise.resolve(), TELEMETRY_FLUSH_MS, "exporting the last spans", logger);
     process.exit(1);
   }
   const connection = nc;
+  const tracing = telemetry;
 
   let stopping = false;
   const shutdown = async (why: string, exitCode: number) => {
@@ -70,6 +86,7 @@ export async function runServiceProcess(name: string, start: StartService, confi
     const deadline = Date.now() + SERVICE_STOP_MS;
     await settleWithin(running.stop(), deadline - DRAIN_MS - Date.now(), `stopping the ${name}`, logger);
     await settleWithin(connection.drain(), deadline - Date.now(), "draining the NATS connection", logger);
+    await settleWithin(tracing.shutdown(), TELEMETRY_FLUSH_MS, "exporting the last spans", logger);
     process.exit(exitCode);
   };
   process.on("SIGINT", () => void shutdown("SIGINT", 0));
@@ -114,8 +131,8 @@ export async function loadSecretKeyFile(config: NixcasConfig): Promise<SecretKey
   return parseSecretKey(keyText);
 }
 
-/** /healthz (the process answers) and /readyz (shared/nats/readiness.ts) for container probes. */
-async function serveHealth(nc: NatsConnection, host: string, port: number): Promise<Server> {
+/** /healthz (the process answers) and /readyz (shared/nats/readiness.ts) for container probes; /metrics for Prometheus. */
+async function serveHealth(nc: NatsConnection, host: string, port: number, metrics: MetricsRegistry): Promise<Server> {
   const server = createServer((req, res) => {
     const path = (req.url ?? "/").split("?")[0];
     const send = (status: number, type: string, body: string) => {
@@ -124,7 +141,11 @@ async function serveHealth(nc: NatsConnection, host: string, port: number): Prom
     };
     if (req.method !== "GET" && req.method !== "HEAD") return send(405, "text/plain; charset=utf-8", "GET or HEAD only\n");
     if (path === "/healthz") return send(200, "text/plain; charset=utf-8", "ok\n");
-    if (path !== "/readyz") return send(404, "text/plain; charset=utf-8", "not found: /healthz and /readyz only\n");
+    if (path === "/metrics") {
+      void metrics.scrape().then((text) => send(200, "text/plain; version=0.0.4; charset=utf-8", text));
+      return;
+    }
+    if (path !== "/readyz") return send(404, "text/plain; charset=utf-8", "not found: /healthz, /readyz and /metrics only\n");
     readinessOf(nc)
       .check()
       .then((report) => send(report.ready ? 200 : 503, "application/json", JSON.stringify(report) + "\n"))

@@ -13,10 +13,16 @@
 // `{ "error": { "code", "message", "kind" } }` — the NixcasError's code ("internal" for anything
 // else) and its class, so the client throws the same class (FormatError, IntegrityError or
 // NixcasError) — with the standard Nats-Service-Error / Nats-Service-Error-Code headers.
+//
+// Tracing (shared/telemetry.ts): a request carries the caller's trace context in its headers,
+// and each handler runs in a SERVER span named for its subject without the `nixcas.` prefix
+// (`nixcas.ingest.nar` → `ingest nar`).
 import { RequestError, type MsgHdrs, type NatsConnection } from "@nats-io/nats-core";
 import { Svcm, type Service, type ServiceMsg } from "@nats-io/services";
 import { errorKindOf, errorOfKind, FormatError, NixcasError, type ErrorKind } from "../errors.ts";
 import type { Logger } from "../log.ts";
+import type { MetricsRegistry } from "../metrics.ts";
+import { inSpan, markFailed, SpanKind, traceHeaders, type Span } from "../telemetry.ts";
 import { readinessOf } from "./readiness.ts";
 
 export interface ServiceRequest {
@@ -39,6 +45,8 @@ export interface MicroserviceOptions {
   description: string;
   endpoints: ServiceEndpoint[];
   logger: Logger;
+  /** Where requests are counted by endpoint and outcome (`nixcas_service_requests_total`). */
+  metrics?: MetricsRegistry;
 }
 
 export interface Microservice {
@@ -102,8 +110,15 @@ export async function startMicroservice(nc: NatsConnection, options: Microservic
     },
   });
   const log = options.logger.child({ service: options.name });
+  const requests = options.metrics?.counter(
+    "nixcas_service_requests_total",
+    "NATS requests answered, by service, endpoint and outcome: ok, or the error's kind (format: a bad request; integrity: bytes that do not match their hash; error: anything else).",
+  );
   for (const ep of options.endpoints) {
     const c = counters.get(ep.subject)!;
+    requests?.inc({ service: options.name, endpoint: ep.name, outcome: "ok" }, 0);
+    const count = requests ? (outcome: string) => requests.inc({ service: options.name, endpoint: ep.name, outcome }) : undefined;
+    const spanName = spanNameOf(ep.subject);
     service.addEndpoint(ep.name, {
       subject: ep.subject,
       queue: ep.queue ?? "q",
@@ -112,7 +127,7 @@ export async function startMicroservice(nc: NatsConnection, options: Microservic
           log.error("endpoint subscription failed", { endpoint: ep.name, error: err });
           return;
         }
-        void serve(ep, c, msg, log);
+        void inSpan(spanName, { kind: SpanKind.SERVER, parent: msg.headers }, (span) => serve(ep, c, msg, log, count, span));
       },
     });
   }
@@ -124,15 +139,20 @@ export async function startMicroservice(nc: NatsConnection, options: Microservic
   };
 }
 
-async function serve(ep: ServiceEndpoint, c: EndpointCounters, msg: ServiceMsg, log: Logger): Promise<void> {
+const OUTCOME_OF_KIND: Record<ErrorKind, string> = { FormatError: "format", IntegrityError: "integrity", NixcasError: "error" };
+
+async function serve(ep: ServiceEndpoint, c: EndpointCounters, msg: ServiceMsg, log: Logger, count: ((outcome: string) => void) | undefined, span: Span | undefined): Promise<void> {
   const start = performance.now();
   c.requests++;
   c.inFlight++;
   try {
     const result = await ep.handler({ data: msg.data, headers: msg.headers });
     msg.respond(encoder.encode(JSON.stringify(result ?? null)));
+    count?.("ok");
   } catch (err) {
     c.errors++;
+    count?.(OUTCOME_OF_KIND[errorKindOf(err)]);
+    if (span) markFailed(span, err);
     c.lastError = (err as Error)?.message ?? String(err);
     const known = err instanceof NixcasError;
     if (!known) log.error("endpoint handler failed", { endpoint: ep.name, error: err, stack: (err as Error)?.stack });
@@ -152,6 +172,11 @@ async function serve(ep: ServiceEndpoint, c: EndpointCounters, msg: ServiceMsg, 
     c.inFlight--;
     c.processingMs += performance.now() - start;
   }
+}
+
+/** `nixcas.ingest.nar` → `ingest nar`: the span of a request names what it does. */
+function spanNameOf(subject: string): string {
+  return subject.replace(/^nixcas\./, "").replaceAll(".", " ");
 }
 
 function oneLine(text: string): string {
@@ -178,9 +203,10 @@ export interface RequestOptions {
  */
 export async function requestService<T>(nc: NatsConnection, subject: string, body: Uint8Array | unknown, options: RequestOptions = {}): Promise<T> {
   const data = body instanceof Uint8Array ? body : encoder.encode(JSON.stringify(body));
+  const headers = traceHeaders(options.headers);
   let reply;
   try {
-    reply = await nc.request(subject, data, { timeout: options.timeoutMs ?? 30_000, ...(options.headers ? { headers: options.headers } : {}) });
+    reply = await nc.request(subject, data, { timeout: options.timeoutMs ?? 30_000, ...(headers ? { headers } : {}) });
   } catch (err) {
     if (err instanceof RequestError && err.isNoResponders()) {
       throw new NixcasError("service.unavailable", `nothing answers on ${subject}: is ${options.responder ?? "the service that serves it"} running on this NATS server?`, { cause: err });

@@ -18,12 +18,18 @@
 // `nixcas.deadletter.<stream>` with the reason in headers, then `onDeadLetter` (status `failed`,
 // events), then `term()` (which removes it from the work queue). `term()` is sent without a
 // reason: below server 2.10.4 `term(reason)` is not a term.
+//
+// Tracing (shared/telemetry.ts): `handle` runs in a CONSUMER span (`spanName`) that continues
+// the trace of whoever published the item (its `traceparent` header, set with `traceHeaders`).
 import { headers as natsHeaders, nanos, type NatsConnection } from "@nats-io/nats-core";
-import { AckPolicy, DeliverPolicy, JetStreamApiCodes, type ConsumerConfig, type ConsumerInfo, type JetStreamManager, type JsMsg } from "@nats-io/jetstream";
+import { AckPolicy, DeliverPolicy, JetStreamApiCodes, type ConsumerConfig, type ConsumerInfo, type ConsumerMessages, type JetStreamManager, type JsMsg } from "@nats-io/jetstream";
 import { NixcasError, PermanentError } from "../errors.ts";
 import { isJetStreamApiError, MoreJetStreamApiCodes } from "./jetstream-codes.ts";
+import { isLeaderChange, LEADER_CHANGE_BUDGET_MS } from "./failover.ts";
 import type { Logger } from "../log.ts";
+import { inSpan, SpanKind } from "../telemetry.ts";
 import { SUBJECTS, type WorkStream } from "./subjects.ts";
+import type { WorkQueueMetrics } from "./work-queue-metrics.ts";
 import { STREAMS, type Topology } from "./topology.ts";
 
 export const DEAD_LETTER_HEADERS = {
@@ -63,6 +69,10 @@ export interface WorkQueueOptions<T> {
   retryDelayMs?: (deliveryCount: number) => number;
   /** How long one pull waits for an item (≥ 1000); `stop()` can take this long. Default 5 s. */
   fetchExpiresMs?: number;
+  /** The name of the span `handle` runs in, for the domain (`chunk nar`); default `work <stream>`. */
+  spanName?: string;
+  /** Counts how the items ended (work-queue-metrics.ts). */
+  metrics?: WorkQueueMetrics;
 }
 
 export interface WorkQueue {
@@ -184,7 +194,7 @@ class WorkQueueRunner<T> {
     while (!this.#stopping && !nc.isClosed()) {
       try {
         const consumer = await js.consumers.get(this.#o.stream, this.#o.consumer);
-        const msg = await pullOne(await consumer.fetch({ max_messages: 1, expires }));
+        const msg = await pullOne(await consumer.fetch({ max_messages: 1, expires }), expires);
         failures = 0;
         if (msg === null) continue;
         if (this.#stopping) {
@@ -231,7 +241,23 @@ class WorkQueueRunner<T> {
         return;
       }
       try {
-        await o.handle(item, { deliveryCount, heartbeat, signal: this.#abort.signal });
+        // A NATS leader change (a cluster node died) is waited out here, with heartbeats, rather
+        // than by a redelivery: redeliveries are counted, and an item acknowledged to its
+        // uploader must not run out of them over a failover (docs/nats-notes.md, "Clustered NATS").
+        // Handlers are idempotent, so running one again is what a redelivery would do.
+        const waitOutUntil = Date.now() + 2 * LEADER_CHANGE_BUDGET_MS;
+        for (;;) {
+          try {
+            await inSpan(o.spanName ?? `work ${o.stream}`, { kind: SpanKind.CONSUMER, parent: msg.headers, attributes: { "nixcas.delivery": deliveryCount } }, () =>
+              o.handle(item, { deliveryCount, heartbeat, signal: this.#abort.signal }),
+            );
+            break;
+          } catch (err) {
+            if (!isLeaderChange(err) || this.#stopping || Date.now() >= waitOutUntil) throw err;
+            log.warn("work item hit a NATS leader change; running it again", { error: err });
+            await this.#sleep(1_000);
+          }
+        }
       } catch (err) {
         const message = (err as Error)?.message ?? String(err);
         if (err instanceof PermanentError) {
@@ -242,9 +268,11 @@ class WorkQueueRunner<T> {
           const delay = (o.retryDelayMs ?? defaultRetryDelay)(deliveryCount);
           log.warn("work item failed; will retry", { error: err, retryInMs: delay });
           quietly(() => msg.nak(delay));
+          o.metrics?.ended(o.stream, "retried");
         }
         return;
       }
+      o.metrics?.ended(o.stream, "done");
       try {
         await msg.ackAck();
       } catch (err) {
@@ -266,6 +294,7 @@ class WorkQueueRunner<T> {
     }
     await this.#notifyDeadLetter(item, reason, msg.data, log);
     quietly(() => msg.term());
+    this.#o.metrics?.ended(this.#o.stream, "dead-lettered");
   }
 
   /** Copies the item to DEADLETTER; msgID = stream + seq, so the worker and the reaper agree. */
@@ -316,7 +345,8 @@ class WorkQueueRunner<T> {
           await jsm.consumers.add(STREAMS.advisories, { durable_name: name, ack_policy: AckPolicy.Explicit, filter_subject: filter, deliver_policy: DeliverPolicy.All, ack_wait: nanos(60_000) });
         }
         const consumer = await js.consumers.get(STREAMS.advisories, name);
-        const advisory = await pullOne(await consumer.fetch({ max_messages: 1, expires: Math.max(1000, this.#o.fetchExpiresMs ?? 5000) }));
+        const reaperExpires = Math.max(1000, this.#o.fetchExpiresMs ?? 5000);
+        const advisory = await pullOne(await consumer.fetch({ max_messages: 1, expires: reaperExpires }), reaperExpires);
         failures = 0;
         if (advisory === null) continue;
         if (this.#stopping) {
@@ -402,9 +432,18 @@ function quietly(fn: () => void): void {
  * The one message of a fetch, or null when the pull expired. The fetch is closed before the
  * item is worked on, so its idle-heartbeat monitor cannot fire during a long item.
  */
-async function pullOne(batch: AsyncIterable<JsMsg>): Promise<JsMsg | null> {
-  for await (const msg of batch) return msg;
-  return null;
+async function pullOne(batch: ConsumerMessages, expiresMs: number): Promise<JsMsg | null> {
+  // A pull whose server died (a cluster node killed) may never end: nats.js pauses a fetch's
+  // heartbeat monitor on disconnect and resumes it only when its consumer check after the
+  // reconnect succeeds, which it may not while the stream has no leader. Seen as a chunker whose
+  // stop() hung in tests/integration/nats-cluster.test.ts; bounded here.
+  const guard = setTimeout(() => batch.stop(), expiresMs * 2 + 5_000);
+  try {
+    for await (const msg of batch) return msg;
+    return null;
+  } finally {
+    clearTimeout(guard);
+  }
 }
 
 function defaultRetryDelay(deliveryCount: number): number {
