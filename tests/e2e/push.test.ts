@@ -13,7 +13,7 @@ import { after, before, describe, test } from "node:test";
 import { startCluster, type Cluster } from "../helpers/cluster.ts";
 import { http } from "../helpers/cache-http.ts";
 import { pseudoRandomBytes, writeTree } from "../helpers/nar-trees.ts";
-import { buildHelloWithDep, makeNixEnv, type NixEnv } from "../helpers/nix.ts";
+import { buildHelloWithDep, copyBackAndCompare, makeNixEnv, type NixEnv } from "../helpers/nix.ts";
 import type { PushTotals } from "../../cli/push/progress.ts";
 import { runNixcas } from "../helpers/up-process.ts";
 
@@ -81,14 +81,7 @@ async function buildWithDep(tag: string): Promise<{ out: string; dep: string }> 
 /** Fetches paths from the gateway into a fresh store (signatures required) and checks them. */
 async function fetchAndVerify(name: string, paths: string[]): Promise<string> {
   const dst = fetcher.store(name);
-  await fetcher.run("nix", ["copy", "--from", cluster.url, "--store", dst, ...paths]);
-  await fetcher.run("nix", ["store", "verify", "--store", dst, "-r", ...paths]);
-  for (const p of paths) {
-    // `nix store dump-path` (nix-store --dump ignores --store's chroot in Nix 2.8).
-    const mine = await uploader.runBuffer("nix", ["store", "dump-path", "--store", source, p]);
-    const theirs = await fetcher.runBuffer("nix", ["store", "dump-path", "--store", dst, p]);
-    assert.ok(mine.equals(theirs), `${p}: same NAR on both sides`);
-  }
+  await copyBackAndCompare({ fetcher, dst, cacheUrl: cluster.url, uploader, source, paths });
   return dst;
 }
 

@@ -10,7 +10,7 @@ import { after, before, test } from "node:test";
 import type { GcReply, TierRunReply, TierStats } from "../../shared/nats/tier-protocol.ts";
 import { startCluster, type Cluster } from "../helpers/cluster.ts";
 import { pseudoRandomBytes, writeTree } from "../helpers/nar-trees.ts";
-import { buildHelloWithDep, makeNixEnv, type NixEnv } from "../helpers/nix.ts";
+import { buildHelloWithDep, copyBackAndCompare, makeNixEnv, type NixEnv } from "../helpers/nix.ts";
 import { until } from "../helpers/pipeline.ts";
 import { runNixcas, type NixcasRun } from "../helpers/up-process.ts";
 
@@ -82,14 +82,7 @@ test("push, `nixcas tier run`, then Nix pulls the cold paths into an empty store
   const human = await nixcas(["stats"]);
   assert.match(human.stdout, /cold: +\d+ blocks in \d+ packs/);
 
-  const dst = fetcher.store("dst");
-  await fetcher.run("nix", ["copy", "--from", cluster.url, "--store", dst, ...paths]);
-  await fetcher.run("nix", ["store", "verify", "--store", dst, "-r", ...paths]);
-  for (const p of paths) {
-    const mine = await uploader.runBuffer("nix", ["store", "dump-path", "--store", source, p]);
-    const theirs = await fetcher.runBuffer("nix", ["store", "dump-path", "--store", dst, p]);
-    assert.ok(mine.equals(theirs), `${p}: same NAR on both sides`);
-  }
+  await copyBackAndCompare({ fetcher, dst: fetcher.store("dst"), cacheUrl: cluster.url, uploader, source, paths });
 });
 
 test("`nixcas gc --retention 0s` with a pinned closure: the closure stays pullable with signatures required, the rest goes", async () => {
@@ -122,12 +115,8 @@ test("`nixcas gc --retention 0s` with a pinned closure: the closure stays pullab
   assert.ok(report.hot.swept + report.cold.swept > 0, gc.stdout);
   assert.ok((await blocksBytes()) <= beforeBytes);
 
-  const dst = fetcher.store("gc-dst");
-  await fetcher.run("nix", ["copy", "--from", cluster.url, "--store", dst, kept]);
-  await fetcher.run("nix", ["store", "verify", "--store", dst, "-r", kept]);
-  const mine = await uploader.runBuffer("nix", ["store", "dump-path", "--store", source, kept]);
-  const theirs = await fetcher.runBuffer("nix", ["store", "dump-path", "--store", dst, kept]);
-  assert.ok(mine.equals(theirs), "the pinned path arrives byte-identical");
+  // The pinned path arrives byte-identical.
+  await copyBackAndCompare({ fetcher, dst: fetcher.store("gc-dst"), cacheUrl: cluster.url, uploader, source, paths: [kept] });
   await assert.rejects(fetcher.run("nix", ["copy", "--from", cluster.url, "--store", fetcher.store("gc-dst2"), loose]), "the unpinned path is gone");
   const verify = await nixcas(["verify"]);
   assert.equal(verify.code, 0, verify.stderr);

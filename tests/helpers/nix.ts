@@ -1,6 +1,7 @@
 // An isolated environment for driving the real Nix client (Debian's nix-bin 2.8) in tests:
 // its own nix.conf, its own narinfo disk cache, and chroot stores under a temp dir, so tests
 // never touch /nix or the user's ~/.cache, and never depend on each other.
+import assert from "node:assert/strict";
 import { execFile, type ExecFileOptions } from "node:child_process";
 import { mkdtemp, mkdir, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -96,4 +97,21 @@ derivation {
   // the build run in a sandbox.
   const hostTools = ["--option", "sandbox-paths", "/bin /lib /lib64 /usr"];
   return (await nix.run("nix-build", ["--store", store, ...hostTools, expr, "--no-out-link"])).trim();
+}
+
+/**
+ * Copies `paths` from the cache at `cacheUrl` into the fresh store `dst` of `fetcher` (its nix.conf
+ * says which signatures it requires), checks them with `nix store verify`, and asserts that each
+ * NAR equals the one in `source` of `uploader`, where it was pushed from.
+ */
+export async function copyBackAndCompare(opts: { fetcher: NixEnv; dst: string; cacheUrl: string; uploader: NixEnv; source: string; paths: string[] }): Promise<void> {
+  const { fetcher, dst, cacheUrl, uploader, source, paths } = opts;
+  await fetcher.run("nix", ["copy", "--from", cacheUrl, "--store", dst, ...paths]);
+  await fetcher.run("nix", ["store", "verify", "--store", dst, "-r", ...paths]);
+  for (const p of paths) {
+    // `nix store dump-path` (nix-store --dump ignores --store's chroot in Nix 2.8).
+    const mine = await uploader.runBuffer("nix", ["store", "dump-path", "--store", source, p]);
+    const theirs = await fetcher.runBuffer("nix", ["store", "dump-path", "--store", dst, p]);
+    assert.ok(mine.equals(theirs), `${p}: same NAR on both sides`);
+  }
 }
